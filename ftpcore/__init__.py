@@ -1,0 +1,1 @@
+"""Files: FTP and FTPS sites, browsing, background transfers."""

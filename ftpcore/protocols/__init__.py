@@ -1,0 +1,1 @@
+"""The FTP/FTPS client engine: plain Python, no Django imports."""

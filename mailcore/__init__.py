@@ -1,0 +1,1 @@
+"""Mail: IMAP, POP3 and SMTP accounts, the message cache, sending."""

@@ -1,0 +1,1 @@
+"""Mail protocol engines (IMAP, SMTP, POP3, MIME): plain Python, no Django imports."""

@@ -1,0 +1,61 @@
+"""Shared fixtures: users alice and bob, API clients, and Satchel's own processes.
+
+Test-only keys are set here, before pytest-django loads the settings, so the suite runs the
+same way against the embedded servers and against DATABASE_URL / REDIS_URL (CI).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
+os.environ.setdefault("SATCHEL_ENCRYPTION_KEY", "x2pQKz1m7o0pC8y7oQq9W5cSg0zV1wqJ6mK3eUuQf3Y=")
+
+import pytest  # noqa: E402
+from rest_framework.authtoken.models import Token  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from tests.processes import AppProcesses  # noqa: E402
+
+pytest_plugins = ["tests.peers.fixtures"]
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.org", "secret-alice")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.org", "secret-bob")
+
+
+@pytest.fixture
+def api_as(db):
+    """api_as(user) -> an APIClient authenticated with the user's token."""
+
+    def make(user) -> APIClient:
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def app_processes(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Satchel's real web server and Celery worker, on the test database."""
+    processes = AppProcesses(tmp_path_factory.mktemp("satchel-data"))
+    yield processes
+    processes.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(app_processes) -> str:
+    return app_processes.web_url()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(app_processes):
+    return app_processes.worker()

@@ -1,0 +1,1 @@
+"""The shell around the features: login, navigation, the settings page, admin bootstrap."""

