@@ -11,11 +11,11 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
 os.environ.setdefault("SATCHEL_ENCRYPTION_KEY", "x2pQKz1m7o0pC8y7oQq9W5cSg0zV1wqJ6mK3eUuQf3Y=")
 
-import pytest  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
-from rest_framework.test import APIClient  # noqa: E402
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
-from tests.processes import AppProcesses  # noqa: E402
+from tests.processes import AppProcesses
 
 pytest_plugins = ["tests.peers.fixtures"]
 

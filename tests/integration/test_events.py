@@ -4,10 +4,10 @@ import asyncio
 import json
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 from django.test import Client
 from rest_framework.authtoken.models import Token
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,6 +80,8 @@ def test_each_user_hears_only_their_own_jobs(live_server_url, celery_worker, ali
     assert {event["type"] for event in alice_events} == {"job.progress"}
     states = [event["job"]["state"] for event in alice_events]
     assert states[0] == "queued" and states[-1] == "done"
-    progress = [event["job"]["done"] for event in alice_events if event["job"]["state"] == "running"]
+    progress = [
+        event["job"]["done"] for event in alice_events if event["job"]["state"] == "running"
+    ]
     assert progress == sorted(progress) and progress[-1] == 5
     assert len(alice_events[-1]["job"]["result"]["checks"]) == 5

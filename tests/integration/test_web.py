@@ -21,7 +21,9 @@ def test_wrong_login_shows_an_error_not_a_trace(client, alice):
 
 
 def test_login_lands_on_the_shell(client, alice):
-    response = client.post("/login/", {"username": "alice", "password": "secret-alice"}, follow=True)
+    response = client.post(
+        "/login/", {"username": "alice", "password": "secret-alice"}, follow=True
+    )
     page = response.content.decode()
     assert response.redirect_chain[-1][0] == "/mail/"
     for label in ["Mail", "Files", "Settings"]:

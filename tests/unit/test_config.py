@@ -38,7 +38,7 @@ def test_malformed_database_url_names_the_variable(url, complaint):
 
 
 def test_malformed_redis_url_names_the_variable():
-    with pytest.raises(ConfigError, match="^REDIS_URL must be a Redis URL"):
+    with pytest.raises(ConfigError, match=r"^REDIS_URL must be a Redis URL"):
         parse_redis_url("http://localhost:6379")
     assert parse_redis_url("redis://127.0.0.1:6379/2") == "redis://127.0.0.1:6379/2"
 
@@ -49,13 +49,13 @@ def test_booleans_are_strict(monkeypatch):
     monkeypatch.setenv("DEBUG", "off")
     assert env_bool("DEBUG", True) is False
     monkeypatch.setenv("DEBUG", "maybe")
-    with pytest.raises(ConfigError, match="^DEBUG='maybe' is not a boolean"):
+    with pytest.raises(ConfigError, match=r"^DEBUG='maybe' is not a boolean"):
         env_bool("DEBUG", False)
 
 
 def test_integers_are_checked(monkeypatch):
     monkeypatch.setenv("PORT", "80a")
-    with pytest.raises(ConfigError, match="^PORT='80a' is not a whole number"):
+    with pytest.raises(ConfigError, match=r"^PORT='80a' is not a whole number"):
         env_int("PORT", 8000)
     monkeypatch.setenv("PORT", "70000")
     with pytest.raises(ConfigError, match="out of range"):
