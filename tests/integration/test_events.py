@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import pytest
+from django.db import connections
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
@@ -55,13 +56,18 @@ def test_each_user_hears_only_their_own_jobs(live_server_url, celery_worker, ali
     bob_token = Token.objects.create(user=bob).key
     alice_api = api_as(alice)
 
+    def start_job() -> int:
+        try:
+            return alice_api.post("/api/v1/jobs/connectivity-check/").json()["job"]["id"]
+        finally:
+            connections.close_all()  # this runs in a worker thread with its own connection
+
     async def scenario() -> tuple[list[dict], list[dict]]:
         async with (
             connect(_ws_url(live_server_url, alice_token)) as alice_socket,
             connect(_ws_url(live_server_url, bob_token)) as bob_socket,
         ):
-            response = await asyncio.to_thread(alice_api.post, "/api/v1/jobs/connectivity-check/")
-            job_id = response.json()["job"]["id"]
+            job_id = await asyncio.to_thread(start_job)
             alice_events = []
             while not alice_events or alice_events[-1]["job"]["state"] not in {"done", "failed"}:
                 event = json.loads(await asyncio.wait_for(alice_socket.recv(), 30))

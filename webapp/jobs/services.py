@@ -91,11 +91,13 @@ def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> N
 
 
 def _finish(job: Job, state: str, *, error: str = "") -> None:
+    """Finish an unfinished job; a job already finished (swept, cancelled) or deleted stays so."""
     job.state = state
     job.error = error
     job.finished_at = timezone.now()
-    job.save(update_fields=["state", "error", "result", "finished_at"])
-    _publish(job)
+    finished = Job.objects.filter(pk=job.pk).exclude(state__in=Job.FINISHED_STATES)
+    if finished.update(state=state, error=error, result=job.result, finished_at=job.finished_at):
+        _publish(job)
 
 
 def job_cancel(*, job: Job) -> Job:
