@@ -27,7 +27,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@set -e; scripts=$$(ls bench/*.py 2>/dev/null || true); \
+	[ -n "$$scripts" ] || echo "No benchmarks yet (see bench/README.md)."; \
+	for script in $$scripts; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,5 +1,8 @@
 """`make run`: migrate, make the first admin, then run web, worker and beat until Ctrl-C.
 
+`python -m webapp.launcher ROLE` runs one part only, as containers do (docker-compose.yml):
+`migrate` (migrations and the first admin, then exit), `web`, `worker` or `beat`.
+
 The launcher resolves the configuration once (starting the embedded PostgreSQL and Redis
 when DATABASE_URL / REDIS_URL are unset) and hands the effective values to its children,
 which run in their own sessions so that Ctrl-C reaches only the launcher; it then stops
@@ -18,11 +21,11 @@ from collections.abc import Mapping
 STOP_TIMEOUT = 20
 
 
-def web_command(host: str, port: int) -> list[str]:
+def web_command(host: str, port: int, workers: int = 1) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "webapp.asgi:application",
         "--host", host, "--port", str(port), "--lifespan", "off", "--no-server-header",
-        "--workers", os.environ.get("WEB_CONCURRENCY", "1"),
+        "--workers", str(workers),
     ]  # fmt: skip
 
 
@@ -67,29 +70,20 @@ def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
             process.wait()
 
 
-def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    from webapp.config import ConfigError
-
-    try:
-        import django
-
-        django.setup()
-    except ConfigError as exc:
-        print(f"satchel: configuration error: {exc}", file=sys.stderr)
-        return 2
-
-    from django.conf import settings
+def prepare() -> None:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
     call_command("ensure_admin")
 
+
+def run_all(settings) -> int:
+    prepare()
     env = child_environment(settings)
     processes = {
-        "web": start(web_command(settings.HOST, settings.PORT), env),
+        "web": start(web_command(settings.HOST, settings.PORT, settings.WEB_CONCURRENCY), env),
         "beat": start(beat_command(), env),
-        "worker": start(worker_command(), env),
+        "worker": start(worker_command(concurrency=settings.WORKER_CONCURRENCY), env),
     }
     stopping = False
 
@@ -117,5 +111,36 @@ def main() -> int:
     return exit_code
 
 
+def main(argv: list[str]) -> int:
+    role = argv[0] if argv else "all"
+    roles = {
+        "web": lambda s: web_command(s.HOST, s.PORT, s.WEB_CONCURRENCY),
+        "worker": lambda s: worker_command(concurrency=s.WORKER_CONCURRENCY),
+        "beat": lambda s: beat_command(),
+    }
+    if role not in {"all", "migrate", *roles}:
+        print(f"usage: python -m webapp.launcher [all|migrate|{'|'.join(roles)}]", file=sys.stderr)
+        return 2
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    from webapp.config import ConfigError
+
+    try:
+        import django
+
+        django.setup()
+    except ConfigError as exc:
+        print(f"satchel: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from django.conf import settings
+
+    if role == "migrate":
+        prepare()
+        return 0
+    if role in roles:
+        command = roles[role](settings)
+        os.execve(command[0], command, child_environment(settings))  # noqa: S606 — fixed argv
+    return run_all(settings)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -25,6 +25,8 @@ DATA_DIR = Path(env_str("SATCHEL_DATA_DIR") or BASE_DIR / ".data")
 
 DEBUG = env_bool("DEBUG", False)
 HOST = env_str("HOST", "127.0.0.1")
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1, maximum=64)
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 _database_url = env_str("DATABASE_URL")
 _redis_url = env_str("REDIS_URL")
@@ -63,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
