@@ -61,3 +61,14 @@ def test_admin_can_use_the_admin_site(page, screenshot, django_user_model):
     page.get_by_role("button", name="Run connectivity check").click()
     expect(page.locator(".messagelist")).to_contain_text("queued")
     screenshot("admin-job")
+
+
+def test_api_docs_render_without_any_outside_host(page, screenshot, alice):
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if "127.0.0.1" not in r.url else None)
+    _log_in(page, "alice", "secret-alice")
+    page.goto("/api/v1/docs/")
+    expect(page.get_by_role("heading", name="Satchel API")).to_be_visible()
+    expect(page.get_by_text("/api/v1/jobs/{id}/").first).to_be_visible()
+    assert outside == []
+    screenshot("api-docs")
