@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from tests.processes import AppProcesses
 
-pytest_plugins = ["tests.peers.fixtures"]
+pytest_plugins = ["tests.peers.fixtures", "tests.mailfactory"]
 
 
 @pytest.fixture
@@ -59,3 +59,16 @@ def live_server_url(app_processes) -> str:
 @pytest.fixture(scope="session")
 def celery_worker(app_processes):
     return app_processes.worker()
+
+
+@pytest.fixture(scope="session")
+def idle_supervisor(app_processes):
+    return app_processes.idle()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """A test database per pytest process, so two runs on one machine never collide."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["TEST"]["NAME"] = f"test_satchel_{os.getpid()}"

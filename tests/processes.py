@@ -34,6 +34,7 @@ def test_database_url() -> str:
 def test_environment(data_dir: Path) -> dict[str, str]:
     env = launcher.child_environment(settings)
     env.update(DATABASE_URL=test_database_url(), SATCHEL_DATA_DIR=str(data_dir))
+    env.update(MAIL_IDLE_REFRESH_SECONDS="1")
     return env
 
 
@@ -44,6 +45,7 @@ class AppProcesses:
         self.logs.mkdir(exist_ok=True)
         self._web: tuple[subprocess.Popen, str] | None = None
         self._worker: subprocess.Popen | None = None
+        self._idle: subprocess.Popen | None = None
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 — lives as long as the process
@@ -77,8 +79,14 @@ class AppProcesses:
                 time.sleep(0.1)
         return self._worker
 
+    def idle(self) -> subprocess.Popen:
+        """The IMAP IDLE supervisor (`manage.py mail_idle`), reloading accounts every second."""
+        if self._idle is None:
+            self._idle = self._start("idle", launcher.idle_command())
+        return self._idle
+
     def stop(self) -> None:
-        processes = [self._worker, self._web[0] if self._web else None]
+        processes = [self._idle, self._worker, self._web[0] if self._web else None]
         for process in filter(None, processes):
             launcher.stop(process)
 

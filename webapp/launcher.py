@@ -1,12 +1,12 @@
 """`make run`: migrate, make the first admin, then run web, worker and beat until Ctrl-C.
 
 `python -m webapp.launcher ROLE` runs one part only, as containers do (docker-compose.yml):
-`migrate` (migrations and the first admin, then exit), `web`, `worker` or `beat`.
+`migrate` (migrations and the first admin, then exit), `web`, `worker`, `beat` or `idle`.
 
 The launcher resolves the configuration once (starting the embedded PostgreSQL and Redis
 when DATABASE_URL / REDIS_URL are unset) and hands the effective values to its children,
 which run in their own sessions so that Ctrl-C reaches only the launcher; it then stops
-them in order (web, beat, worker) and finally the embedded servers it started.
+them in order (web, beat, worker, idle) and finally the embedded servers it started.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ def worker_command(*, concurrency: int = 2, name: str = "satchel") -> list[str]:
 
 def beat_command() -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "webapp.celery:app", "beat", "--loglevel", "INFO"]
+
+
+def idle_command() -> list[str]:
+    """The IMAP IDLE supervisor: pushes new mail by asking the worker to sync."""
+    return [sys.executable, "-m", "django", "mail_idle"]
 
 
 def child_environment(settings) -> dict[str, str]:
@@ -84,6 +89,7 @@ def run_all(settings) -> int:
         "web": start(web_command(settings.HOST, settings.PORT, settings.WEB_CONCURRENCY), env),
         "beat": start(beat_command(), env),
         "worker": start(worker_command(concurrency=settings.WORKER_CONCURRENCY), env),
+        "idle": start(idle_command(), env),
     }
     stopping = False
 
@@ -117,6 +123,7 @@ def main(argv: list[str]) -> int:
         "web": lambda s: web_command(s.HOST, s.PORT, s.WEB_CONCURRENCY),
         "worker": lambda s: worker_command(concurrency=s.WORKER_CONCURRENCY),
         "beat": lambda s: beat_command(),
+        "idle": lambda s: idle_command(),
     }
     if role not in {"all", "migrate", *roles}:
         print(f"usage: python -m webapp.launcher [all|migrate|{'|'.join(roles)}]", file=sys.stderr)

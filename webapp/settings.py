@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -158,6 +159,7 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from our own static files: no CDN, works offline and under a strict CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"SecurityEnum": "mailcore.models.Security"},
 }
 
 CHANNEL_LAYERS = {
@@ -183,7 +185,13 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep-stale": {"task": "webapp.jobs.tasks.jobs_sweep_stale", "schedule": 60.0},
+    "mail-sync-due": {
+        "task": "mailcore.tasks.mail_sync_due",
+        "schedule": float(env_int("MAIL_SYNC_INTERVAL", 300, minimum=30)),
+    },
 }
+# How often the IMAP IDLE supervisor looks for added, changed or removed accounts.
+MAIL_IDLE_REFRESH_SECONDS = env_int("MAIL_IDLE_REFRESH_SECONDS", 30, minimum=1)
 # A running job that has not reported for this long is taken for lost (its worker died).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 600, minimum=5)
 

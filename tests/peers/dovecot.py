@@ -73,6 +73,9 @@ mail_location = maildir:{root}/mail/%u/Maildir
 mail_plugins =
 # The default of 10 is easy to hit with a test suite that keeps connections open.
 mail_max_userip_connections = 100
+# IDLE notices new mail through inotify, whose per-user instance limit (128) is shared by
+# every test Dovecot on the machine; past it Dovecot polls, by default every 30 s.
+mailbox_idle_check_interval = 1 secs
 
 namespace inbox {{
   inbox = yes

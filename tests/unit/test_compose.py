@@ -19,15 +19,15 @@ def _compose() -> dict:
 
 def test_compose_has_the_whole_stack():
     services = _compose()["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
-    for role in ["migrate", "web", "worker", "beat"]:
+    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat", "idle"}
+    for role in ["migrate", "web", "worker", "beat", "idle"]:
         service = services[role]
         assert service["build"] == "."
         assert service["env_file"] == ".env"
         assert service["command"] == ["python", "-m", "webapp.launcher", role]
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert service["environment"]["DATABASE_URL"].startswith("postgres://satchel:")
-    for role in ["web", "worker", "beat"]:
+    for role in ["web", "worker", "beat", "idle"]:
         condition = services[role]["depends_on"]["migrate"]["condition"]
         assert condition == "service_completed_successfully"
 

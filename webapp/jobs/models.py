@@ -14,6 +14,7 @@ class Job(models.Model):
 
     class Kind(models.TextChoices):
         CONNECTIVITY_CHECK = "connectivity_check", "Connectivity check"
+        MAIL_SYNC = "mail_sync", "Mail sync"
 
     FINISHED_STATES = (State.DONE, State.FAILED, State.CANCELLED)
 

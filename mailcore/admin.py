@@ -1,0 +1,57 @@
+from django.contrib import admin
+
+from mailcore.models import Attachment, MailAccount, Mailbox, Message, MessageBody, Thread
+
+
+@admin.register(MailAccount)
+class MailAccountAdmin(admin.ModelAdmin):
+    list_display = ["name", "email_address", "owner", "incoming_protocol", "incoming_host"]
+    list_display += ["sync_state", "last_sync_at"]
+    list_filter = ["incoming_protocol", "sync_state", "incoming_security"]
+    search_fields = ["name", "email_address", "owner__username", "incoming_host", "username"]
+    list_select_related = ["owner"]
+    exclude = ["password", "smtp_password"]  # secrets are set through the app, never shown
+    readonly_fields = ["sync_state", "last_sync_at", "sync_started_at", "last_error"]
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    list_display = ["path", "account", "role", "total", "unread", "uidvalidity", "synced_down_to"]
+    list_filter = ["role"]
+    search_fields = ["path", "account__name", "account__owner__username"]
+    list_select_related = ["account"]
+    readonly_fields = ["uidvalidity", "uidnext", "highestmodseq", "synced_down_to"]
+    raw_id_fields = ["account", "parent"]
+
+
+class AttachmentInline(admin.TabularInline):
+    model = Attachment
+    extra = 0
+    fields = ["filename", "content_type", "size", "part", "inline"]
+    readonly_fields = fields
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["subject", "sender_email", "mailbox", "date", "seen", "flagged", "size"]
+    list_filter = ["seen", "flagged", "has_attachments", "date"]
+    search_fields = ["subject", "sender_email", "sender_name", "message_id"]
+    list_select_related = ["mailbox"]
+    raw_id_fields = ["account", "mailbox", "thread"]
+    readonly_fields = ["uid", "modseq", "bodystructure", "message_id", "references"]
+    date_hierarchy = "date"
+    show_full_result_count = False  # a 100,000-message folder must not wait on COUNT(*)
+    inlines = [AttachmentInline]
+
+
+@admin.register(Thread)
+class ThreadAdmin(admin.ModelAdmin):
+    list_display = ["subject", "account", "message_count", "last_date"]
+    search_fields = ["subject"]
+    raw_id_fields = ["account"]
+
+
+@admin.register(MessageBody)
+class MessageBodyAdmin(admin.ModelAdmin):
+    list_display = ["message", "fetched_at"]
+    raw_id_fields = ["message"]

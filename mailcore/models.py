@@ -1,0 +1,213 @@
+"""Mail accounts and the PostgreSQL cache of what their servers hold.
+
+Mail on an IMAP server stays there: these rows cache folders, headers, flags, structure and
+snippets so lists and searches never wait on the server; bodies are fetched on demand.
+"""
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from django.db.models import Q
+
+from webapp.encrypted_fields import EncryptedTextField
+
+
+class Security(models.TextChoices):
+    NONE = "none", "None"
+    STARTTLS = "starttls", "STARTTLS"
+    TLS = "tls", "TLS"
+
+
+class MailAccount(models.Model):
+    class Protocol(models.TextChoices):
+        IMAP = "imap", "IMAP"
+        POP3 = "pop3", "POP3"
+
+    class SyncState(models.TextChoices):
+        IDLE = "idle"
+        SYNCING = "syncing"
+        ERROR = "error"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_accounts"
+    )
+    name = models.CharField(max_length=100)
+    email_address = models.EmailField()
+    display_name = models.CharField(max_length=200, blank=True)
+    incoming_protocol = models.CharField(max_length=8, choices=Protocol, default=Protocol.IMAP)
+    incoming_host = models.CharField(max_length=255)
+    incoming_port = models.PositiveIntegerField(default=993)
+    incoming_security = models.CharField(max_length=16, choices=Security, default=Security.TLS)
+    username = models.CharField(max_length=255)
+    password = EncryptedTextField()
+    incoming_tls_fingerprint = models.CharField(max_length=95, blank=True)
+    smtp_host = models.CharField(max_length=255, blank=True)
+    smtp_port = models.PositiveIntegerField(default=587)
+    smtp_security = models.CharField(max_length=16, choices=Security, default=Security.STARTTLS)
+    smtp_username = models.CharField(max_length=255, blank=True)
+    smtp_password = EncryptedTextField(blank=True)
+    smtp_tls_fingerprint = models.CharField(max_length=95, blank=True)
+    pop3_leave_on_server = models.BooleanField(default=True)
+    sync_state = models.CharField(max_length=16, choices=SyncState, default=SyncState.IDLE)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    sync_started_at = models.DateTimeField(null=True, blank=True)  # the lease of a running sync
+    # Set when a sync was asked for while one ran: the running one goes round once more.
+    sync_pending = models.BooleanField(default=False)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email_address}>"
+
+
+class Mailbox(models.Model):
+    class Role(models.TextChoices):
+        INBOX = "inbox"
+        SENT = "sent"
+        DRAFTS = "drafts"
+        TRASH = "trash"
+        JUNK = "junk"
+        ARCHIVE = "archive"
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="mailboxes")
+    path = models.CharField(max_length=1000)
+    name = models.CharField(max_length=255)
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
+    delimiter = models.CharField(max_length=4, blank=True)
+    role = models.CharField(max_length=16, choices=Role, null=True, blank=True)  # noqa: DJ001 — API: role or null
+    selectable = models.BooleanField(default=True)
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    uidnext = models.BigIntegerField(null=True, blank=True)
+    highestmodseq = models.BigIntegerField(null=True, blank=True)
+    # The initial sync fills newest first: every uid >= this one is cached. None = not started.
+    synced_down_to = models.BigIntegerField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    unread = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "path"], name="mailbox_unique_path"),
+        ]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class Thread(models.Model):
+    """A conversation: messages linked by Message-ID / In-Reply-To / References or subject."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="threads")
+    subject = models.TextField(blank=True)  # normalised: no Re:/Fwd: prefixes, lower case
+    last_date = models.DateTimeField(null=True, blank=True)
+    message_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "subject"], name="thread_subject")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class Message(models.Model):
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="messages")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="messages")
+    uid = models.BigIntegerField()
+    message_id = models.CharField(max_length=998, blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = ArrayField(models.CharField(max_length=998), default=list, blank=True)
+    thread = models.ForeignKey(
+        Thread, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    subject = models.TextField(blank=True)
+    sender_name = models.CharField(max_length=500, blank=True)
+    sender_email = models.CharField(max_length=500, blank=True)
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    date = models.DateTimeField()
+    size = models.PositiveIntegerField(default=0)
+    snippet = models.TextField(blank=True)
+    seen = models.BooleanField(default=False)
+    flagged = models.BooleanField(default=False)
+    answered = models.BooleanField(default=False)
+    draft = models.BooleanField(default=False)
+    keywords = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    has_attachments = models.BooleanField(default=False)
+    bodystructure = models.JSONField(default=dict, blank=True)
+    modseq = models.BigIntegerField(null=True, blank=True)
+    body_text = models.TextField(blank=True)  # filled once the body is fetched, for search
+    search = models.GeneratedField(
+        expression=(
+            SearchVector("subject", weight="A", config="simple")
+            + SearchVector("sender_name", "sender_email", weight="B", config="simple")
+            + SearchVector("snippet", weight="C", config="simple")
+            + SearchVector("body_text", weight="D", config="simple")
+        ),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "uid"], name="message_unique_uid"),
+        ]
+        indexes = [
+            models.Index(fields=["mailbox", "-date", "-id"], name="message_mailbox_recent"),
+            models.Index(
+                fields=["mailbox", "-date", "-id"],
+                condition=Q(seen=False),
+                name="message_mailbox_unread",
+            ),
+            models.Index(fields=["account", "-date", "-id"], name="message_account_recent"),
+            models.Index(fields=["account", "message_id"], name="message_account_msgid"),
+            models.Index(fields=["account", "in_reply_to"], name="message_account_reply"),
+            models.Index(fields=["thread", "date"], name="message_thread"),
+            GinIndex(fields=["search"], name="message_search"),
+            GinIndex(fields=["references"], name="message_references"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class MessageBody(models.Model):
+    """The parsed body of a message, fetched from the server once and kept."""
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, primary_key=True, related_name="body"
+    )
+    headers = models.JSONField(default=list)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True)  # as sent: sanitized when shown, never stored sanitized
+    fetched_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Body of message {self.message_id}"
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    part = models.CharField(max_length=64)
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField(default=0)
+    content_id = models.CharField(max_length=998, blank=True)
+    inline = models.BooleanField(default=False)
+    # Small inline images are kept, so an HTML body shows them without a server round trip.
+    data = models.BinaryField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "part"], name="attachment_unique_part"),
+        ]
+
+    def __str__(self) -> str:
+        return self.filename

@@ -1,0 +1,129 @@
+import re
+
+from rest_framework import serializers
+
+from mailcore.models import Attachment, MailAccount, Mailbox, Message
+
+FINGERPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
+
+
+class MailAccountSerializer(serializers.ModelSerializer):
+    password = serializers.CharField(write_only=True, trim_whitespace=False)
+    smtp_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False
+    )
+
+    class Meta:
+        model = MailAccount
+        fields = [
+            "id", "name", "email_address", "display_name",
+            "incoming_protocol", "incoming_host", "incoming_port", "incoming_security",
+            "username", "password", "incoming_tls_fingerprint",
+            "smtp_host", "smtp_port", "smtp_security", "smtp_username", "smtp_password",
+            "smtp_tls_fingerprint", "pop3_leave_on_server",
+            "sync_state", "last_sync_at", "last_error",
+        ]  # fmt: skip
+        read_only_fields = ["sync_state", "last_sync_at", "last_error"]
+        extra_kwargs = {
+            "incoming_port": {"min_value": 1, "max_value": 65535},
+            "smtp_port": {"min_value": 1, "max_value": 65535},
+        }
+
+    def validate_incoming_host(self, value: str) -> str:
+        return _host(value)
+
+    def validate_smtp_host(self, value: str) -> str:
+        return _host(value) if value else value
+
+    def validate_incoming_tls_fingerprint(self, value: str) -> str:
+        return _fingerprint(value)
+
+    def validate_smtp_tls_fingerprint(self, value: str) -> str:
+        return _fingerprint(value)
+
+
+def _host(value: str) -> str:
+    value = value.strip()
+    if not value or any(c.isspace() or c in "/@?#" for c in value):
+        raise serializers.ValidationError("Enter a host name or IP address, like imap.example.org.")
+    return value
+
+
+def _fingerprint(value: str) -> str:
+    value = value.strip().upper()
+    if value and not FINGERPRINT.match(value):
+        raise serializers.ValidationError(
+            "A SHA-256 fingerprint is 32 hex byte pairs separated by colons (AA:BB:…)."
+        )
+    return value
+
+
+class MailboxSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Mailbox
+        fields = [
+            "id", "account", "name", "path", "parent", "delimiter", "role", "total", "unread",
+        ]  # fmt: skip
+        read_only_fields = ["path", "delimiter", "role", "total", "unread"]
+
+
+class MailboxRenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+
+
+class AddressSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    email = serializers.CharField()
+
+
+class MessageListSerializer(serializers.ModelSerializer):
+    sender = serializers.SerializerMethodField()
+    to = AddressSerializer(many=True)
+    cc = AddressSerializer(many=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id", "mailbox", "uid", "message_id", "thread", "subject", "sender", "to", "cc",
+            "date", "snippet", "size", "seen", "flagged", "answered", "has_attachments",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_sender(self, message: Message) -> dict[str, str]:
+        return {"name": message.sender_name, "email": message.sender_email}
+
+
+class AttachmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Attachment
+        fields = ["id", "filename", "content_type", "size", "content_id", "inline"]
+
+
+class MessageDetailSerializer(MessageListSerializer):
+    text = serializers.CharField()
+    html = serializers.CharField()
+    remote_images_blocked = serializers.IntegerField()
+    headers = serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
+    attachments = AttachmentSerializer(many=True)
+
+    class Meta(MessageListSerializer.Meta):
+        fields = [
+            *MessageListSerializer.Meta.fields,
+            "text", "html", "remote_images_blocked", "headers", "attachments",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class MessageFlagsSerializer(serializers.Serializer):
+    seen = serializers.BooleanField(required=False)
+    flagged = serializers.BooleanField(required=False)
+
+
+class MessageMoveSerializer(serializers.Serializer):
+    mailbox = serializers.IntegerField()
+
+
+class MessageBulkSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    action = serializers.ChoiceField(choices=["read", "unread", "flag", "unflag", "move", "delete"])
+    mailbox = serializers.IntegerField(required=False)

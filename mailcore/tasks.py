@@ -1,0 +1,21 @@
+"""Thin Celery tasks for mail: take ids, call one service, retry only on network errors."""
+
+from celery import shared_task
+
+from mailcore import services
+from mailcore.protocols.imap import ImapConnectionError
+
+
+@shared_task(
+    autoretry_for=(ImapConnectionError,),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    max_retries=5,
+)
+def mail_account_sync(account_id: int, job_id: int | None = None) -> None:
+    services.account_sync_run(account_id=account_id, job_id=job_id)
+
+
+@shared_task
+def mail_sync_due() -> int:
+    return services.accounts_sync_due()
