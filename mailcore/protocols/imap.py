@@ -39,6 +39,8 @@ from types import TracebackType
 
 from imapclient import imap_utf7
 
+from mailcore.protocols.mime import Address
+
 __all__ = [
     "Address",
     "Changes",
@@ -107,12 +109,6 @@ class ImapCertificateError(ImapError):
 
 class ImapCommandError(ImapError):
     """NO or BAD to a command (folder exists, no such folder, message gone...)."""
-
-
-@dataclass(frozen=True)
-class Address:
-    name: str
-    email: str
 
 
 @dataclass(frozen=True)

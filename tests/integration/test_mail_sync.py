@@ -154,3 +154,17 @@ def test_replies_join_the_thread_whichever_arrives_first(dovecot, mail_user, ima
     assert len(threads) == 1
     thread = Thread.objects.get(pk=threads.pop())
     assert thread.message_count == 3
+
+
+def test_folders_renamed_or_deleted_elsewhere_are_picked_up(dovecot, mail_user, imap_account):
+    dovecot.seed_messages(mail_user, "Old name", numbered_messages(3))
+    dovecot.create_folder(mail_user, "Doomed")
+    account_sync(account=imap_account)
+    dovecot.doveadm("mailbox", "rename", "-u", mail_user, "Old name", "New name")
+    dovecot.doveadm("mailbox", "delete", "-u", mail_user, "Doomed")
+    account_sync(account=imap_account)
+    paths = set(imap_account.mailboxes.values_list("path", flat=True))
+    assert "New name" in paths
+    assert not paths & {"Old name", "Doomed"}
+    renamed = imap_account.mailboxes.get(path="New name")
+    assert (renamed.total, renamed.messages.count()) == (3, 3)
