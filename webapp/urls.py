@@ -8,5 +8,6 @@ admin.site.index_title = "Users, jobs and everything they own"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
+    path("", include("mailcore.urls")),
     path("", include("webapp.core.urls")),
 ]

@@ -18,11 +18,6 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def mail_index(request: HttpRequest) -> HttpResponse:
-    return render(request, "mail/index.html")
-
-
-@login_required
 def files_index(request: HttpRequest) -> HttpResponse:
     return render(request, "files/index.html")
 
