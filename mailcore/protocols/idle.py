@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import logging
 import random
@@ -79,6 +78,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aioimaplib
+
+from mailcore.protocols import tls
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +153,6 @@ class _SessionError(Exception):
 
 class _PinMismatch(Exception):
     """The server's certificate is not the pinned one (a CA may still vouch for it)."""
-
-
-def _normalise_fingerprint(text: str) -> str:
-    return re.sub(r"[^0-9a-f]", "", text.lower())
 
 
 def _scrub(text: str, account: IdleAccount) -> str:
@@ -270,10 +267,9 @@ class _Link:
             return
         tls_object = self.transport.get_extra_info("ssl_object")
         der = tls_object.getpeercert(binary_form=True) if tls_object else None
-        got = hashlib.sha256(der).hexdigest() if der else ""
-        if got != _normalise_fingerprint(self.account.tls_fingerprint):
-            shown = ":".join(got[i : i + 2] for i in range(0, len(got), 2)).upper()
-            raise _PinMismatch(f"its SHA-256 {shown or '(none)'} is not the pinned fingerprint")
+        got = tls.fingerprint(der) if der else ""
+        if not tls.same_fingerprint(got, self.account.tls_fingerprint):
+            raise _PinMismatch(f"its SHA-256 {got or '(none)'} is not the pinned fingerprint")
 
     async def login(self) -> None:
         acc, proto = self.account, self.proto
@@ -785,14 +781,7 @@ class IdleSupervisor:
         cache_key = (None if pinned else account.ca_file, pinned)
         context = self._tls_contexts.get(cache_key)
         if context is None:
-            if pinned:  # the fingerprint check after the handshake replaces CA + name checks
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            else:
-                context = ssl.create_default_context()
-                if account.ca_file:
-                    context.load_verify_locations(cafile=account.ca_file)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            # Pinned: the fingerprint check after the handshake replaces CA and name checks.
+            context = tls.client_context(verify=not pinned, ca_file=account.ca_file)
             self._tls_contexts[cache_key] = context
         return context

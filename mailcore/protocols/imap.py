@@ -22,8 +22,6 @@ from __future__ import annotations
 import binascii
 import codecs
 import functools
-import hashlib
-import hmac
 import html
 import itertools
 import re
@@ -39,6 +37,7 @@ from types import TracebackType
 
 from imapclient import imap_utf7
 
+from mailcore.protocols import tls
 from mailcore.protocols.mime import Address
 
 __all__ = [
@@ -338,14 +337,6 @@ def _expand_set(
     return result
 
 
-def _fingerprint(der: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-
-
-def _normal_fingerprint(value: str) -> str:
-    return re.sub(r"[^0-9A-F]", "", value.upper())
-
-
 # --------------------------------------------------------------------------- transport
 
 
@@ -429,18 +420,10 @@ def _connection_error(exc: OSError) -> ImapError:
 
 
 def _tls_context(config: ImapConfig, verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if verify:
-        if config.ca_file:
-            try:
-                context.load_verify_locations(cafile=config.ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ImapError(f"Cannot use the CA file {config.ca_file}: {exc}") from exc
-    else:  # pinned fingerprint (checked right after the handshake) or a cert probe
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    try:
+        return tls.client_context(verify=verify, ca_file=config.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ImapError(f"Cannot use the CA file {config.ca_file}: {exc}") from exc
 
 
 def _open_transport(config: ImapConfig, context: ssl.SSLContext | None) -> tuple[_Transport, bytes]:
@@ -484,7 +467,7 @@ def _presented_fingerprint(config: ImapConfig) -> str:
     except ImapError:
         return ""
     try:
-        return _fingerprint(transport.peer_certificate())
+        return tls.fingerprint(transport.peer_certificate())
     finally:
         transport.close()
 
@@ -1200,10 +1183,8 @@ class ImapSession:
             self._transport, greeting = _open_transport(config, None)
         elif config.tls_fingerprint:
             self._transport, greeting = _open_transport(config, _tls_context(config, False))
-            presented = _fingerprint(self._transport.peer_certificate())
-            if not hmac.compare_digest(
-                _normal_fingerprint(presented), _normal_fingerprint(config.tls_fingerprint)
-            ):
+            presented = tls.fingerprint(self._transport.peer_certificate())
+            if not tls.same_fingerprint(presented, config.tls_fingerprint):
                 self._drop()
                 raise ImapCertificateError(
                     "The server presented a different certificate than the trusted one.",
