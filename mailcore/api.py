@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+from dataclasses import replace
 from datetime import date
 from urllib.parse import quote
 
@@ -17,7 +17,6 @@ from rest_framework.response import Response
 from mailcore import selectors, services
 from mailcore.models import Attachment, Message
 from mailcore.protocols import imap
-from mailcore.protocols.sanitize import sanitize_html
 from mailcore.serializers import (
     AttachmentSerializer,
     MailAccountSerializer,
@@ -191,16 +190,12 @@ class MessageViewSet(
             since=_date_param(request, "since"),
             before=_date_param(request, "before"),
         )
-        messages = selectors.message_list(user=request.user, filters=filters)
         if filters.query and filters.mailbox and _flag(request, "server"):
-            messages = messages | self._server_matches(filters)
-        return messages
-
-    def _server_matches(self, filters: selectors.MessageFilter):
-        """Messages the server's own SEARCH finds (bodies we have not fetched), in one folder."""
-        mailbox = selectors.mailbox_get(user=self.request.user, mailbox_id=filters.mailbox)
-        uids = services.mailbox_search(mailbox=mailbox, text=filters.query)
-        return Message.objects.filter(mailbox=mailbox, uid__in=uids)
+            # The server also sees the bodies we never fetched (one folder at a time).
+            mailbox = selectors.mailbox_get(user=request.user, mailbox_id=filters.mailbox)
+            uids = services.mailbox_search(mailbox=mailbox, text=filters.query)
+            filters = replace(filters, server_uids=tuple(uids))
+        return selectors.message_list(user=request.user, filters=filters)
 
     @extend_schema(
         parameters=[
@@ -225,21 +220,17 @@ class MessageViewSet(
     @extend_schema(parameters=[OpenApiParameter("images", bool, description="show remote images")])
     def retrieve(self, request, *args, **kwargs):
         message = self.get_object()
-        body = services.message_body_load(message=message)
-        attachments = list(message.attachments.all())
-        inline = {a.content_id: a for a in attachments if a.content_id and a.data is not None}
-        safe = sanitize_html(
-            body.html,
-            allow_remote_images=_flag(request, "images"),
-            cid_url=lambda cid: _data_url(inline[cid]) if cid in inline else None,
+        safe = services.message_body_html(
+            message=message, allow_remote_images=_flag(request, "images")
         )
+        body = message.body
         data = MessageListSerializer(message).data
         data.update(
             text=body.text,
-            html=safe.html,
-            remote_images_blocked=safe.remote_images_blocked,
+            html=safe.html if safe else "",
+            remote_images_blocked=safe.remote_images_blocked if safe else 0,
             headers=body.headers,
-            attachments=AttachmentSerializer(attachments, many=True).data,
+            attachments=AttachmentSerializer(message.attachments.all(), many=True).data,
         )
         return Response(data)
 
@@ -297,11 +288,6 @@ class MessageViewSet(
             name, value = flag[verb]
             services.message_flags_set(messages=messages, **{name: value})
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _data_url(attachment: Attachment) -> str:
-    encoded = base64.b64encode(bytes(attachment.data)).decode()
-    return f"data:{attachment.content_type};base64,{encoded}"
 
 
 class AttachmentViewSet(MailErrorsMixin, viewsets.GenericViewSet):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.contrib.postgres.search import SearchQuery
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from mailcore.models import Attachment, MailAccount, Mailbox, Message
@@ -43,10 +43,24 @@ class MessageFilter:
     has_attachments: bool = False
     since: date | None = None
     before: date | None = None
+    # UIDs the server's own SEARCH matched in `mailbox`: found even where our index is not.
+    server_uids: tuple[int, ...] = ()
+
+
+# What a message list shows; the wide columns (search vector, body text, structure) stay behind.
+LIST_COLUMNS = [
+    "id", "account_id", "mailbox_id", "uid", "message_id", "thread_id", "subject",
+    "sender_name", "sender_email", "to", "cc", "date", "snippet", "size",
+    "seen", "flagged", "answered", "has_attachments",
+]  # fmt: skip
 
 
 def message_list(*, user, filters: MessageFilter = MessageFilter()) -> QuerySet[Message]:
-    messages = Message.objects.filter(account__owner=user)
+    messages = (
+        Message.objects.filter(account__owner=user)
+        .only(*LIST_COLUMNS)
+        .annotate(thread_count=F("thread__message_count"))
+    )
     if filters.mailbox is not None:
         messages = messages.filter(mailbox_id=filters.mailbox)
     if filters.account is not None:
@@ -65,7 +79,10 @@ def message_list(*, user, filters: MessageFilter = MessageFilter()) -> QuerySet[
         messages = messages.filter(date__date__lt=filters.before)
     tsquery = search_query(filters.query)
     if tsquery is not None:
-        messages = messages.filter(search=tsquery)
+        matches = Q(search=tsquery)
+        if filters.server_uids:
+            matches |= Q(uid__in=filters.server_uids)
+        messages = messages.filter(matches)
     return messages
 
 

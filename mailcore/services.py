@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from mailcore.conversations import threads_refresh
 from mailcore.events import mailbox_counts_publish
 from mailcore.models import Attachment, MailAccount, Mailbox, Message, MessageBody
 from mailcore.protocols import imap, mime
+from mailcore.protocols.sanitize import SafeHtml, sanitize_html
 from mailcore.sync import account_sync, imap_config
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_claim, job_create, job_fail, job_finish, job_report_progress
@@ -53,6 +55,11 @@ def _smtp_defaults(account: MailAccount) -> None:
     account.smtp_password = account.smtp_password or account.password
 
 
+def account_delete(*, account: MailAccount) -> None:
+    """Forget the account and its cache; the mail itself stays on the server."""
+    account.delete()
+
+
 def account_check(*, account: MailAccount) -> dict[str, str]:
     """Log in to the incoming server; raises the engine's error with the server's words."""
     imap.check_login(imap_config(account))
@@ -64,6 +71,8 @@ def account_sync_start(*, account: MailAccount) -> Job:
 
     with transaction.atomic():
         job = job_create(owner=account.owner, kind=Job.Kind.MAIL_SYNC, unit="messages")
+        job.result = {"account": account.pk}
+        job.save(update_fields=["result"])
         transaction.on_commit(lambda: mail_account_sync.delay(account.pk, job.pk))
     return job
 
@@ -118,8 +127,8 @@ def account_sync_run(*, account_id: int, job_id: int | None = None) -> None:
         return
     _account_sync_end(account, error="")
     if job:
-        result = {"folders": report.folders, "fetched": report.fetched, "new": report.new}
-        result["changed"] = report.changed
+        result = {"account": account.pk, "folders": report.folders, "fetched": report.fetched}
+        result |= {"new": report.new, "changed": report.changed}
         job_finish(job=job, result={**result, "removed": report.removed})
 
 
@@ -328,6 +337,26 @@ def message_body_load(*, message: Message) -> MessageBody:
         text = parsed.text or nh3.clean(parsed.html or "", tags=set())
         Message.objects.filter(pk=message.pk).update(body_text=text[:200_000])
     return body
+
+
+def message_body_html(*, message: Message, allow_remote_images: bool) -> SafeHtml | None:
+    """The HTML body made safe, inline cid: images as data: URLs; None for text-only mail."""
+    body = message_body_load(message=message)
+    if not body.html:
+        return None
+    inline = {
+        a.content_id: a for a in message.attachments.all() if a.content_id and a.data is not None
+    }
+    return sanitize_html(
+        body.html,
+        allow_remote_images=allow_remote_images,
+        cid_url=lambda cid: _data_url(inline[cid]) if cid in inline else None,
+    )
+
+
+def _data_url(attachment: Attachment) -> str:
+    encoded = base64.b64encode(bytes(attachment.data)).decode()
+    return f"data:{attachment.content_type};base64,{encoded}"
 
 
 def _inline_data(raw: bytes, info: mime.AttachmentInfo) -> bytes | None:

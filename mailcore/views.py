@@ -7,7 +7,6 @@ with a strict Content-Security-Policy, for a sandboxed <iframe>.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from django.contrib import messages
@@ -25,9 +24,9 @@ from mailcore.forms import (
     MailAccountForm,
     TrustCertificateForm,
 )
-from mailcore.models import Attachment, MailAccount
+from mailcore.models import MailAccount
 from mailcore.protocols import imap
-from mailcore.protocols.sanitize import sanitize_html, text_to_html
+from mailcore.protocols.sanitize import text_to_html
 from mailcore.serializers import MailAccountSerializer
 
 # Remote content stays off; styles inline only; images from data: URLs (inline cid: parts),
@@ -124,7 +123,7 @@ def account_delete(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_get(user=request.user, account_id=account_id)
     if request.method == "POST":
         name = account.name
-        account.delete()  # the cache only: the mail stays on the server
+        services.account_delete(account=account)
         messages.success(request, f"Removed {name}. Its mail is still on the server.")
         return redirect("mail-accounts")
     return render(request, "mail/account_confirm_delete.html", {"account": account})
@@ -184,11 +183,6 @@ def account_sync(request: HttpRequest, account_id: int) -> HttpResponse:
 # Message bodies ----------------------------------------------------------------------------
 
 
-def _data_url(attachment: Attachment) -> str:
-    encoded = base64.b64encode(bytes(attachment.data)).decode()
-    return f"data:{attachment.content_type};base64,{encoded}"
-
-
 def _frame_response(response: HttpResponse, *, images: bool) -> HttpResponse:
     response["Content-Security-Policy"] = BODY_CSP.format(images=" https:" if images else "")
     response["Cache-Control"] = "private"
@@ -205,27 +199,18 @@ def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
     message = selectors.message_get(user=request.user, message_id=message_id)
     images = request.GET.get("images") in {"1", "true", "yes"}
     try:
-        body = services.message_body_load(message=message)
+        safe = services.message_body_html(message=message, allow_remote_images=images)
     except imap.ImapError as exc:
         response = render(
             request, "mail/body.html", {"error": exc.reply, "message": message}, status=502
         )
         return _frame_response(response, images=False)
     context: dict[str, Any] = {"message": message}
-    if body.html:
-        inline = {
-            a.content_id: a
-            for a in message.attachments.all()
-            if a.content_id and a.data is not None
-        }
-        safe = sanitize_html(
-            body.html,
-            allow_remote_images=images,
-            cid_url=lambda cid: _data_url(inline[cid]) if cid in inline else None,
-        )
+    text = message.body.text
+    if safe is not None:
         context["html"] = safe.html
-    elif body.text.strip():
-        context.update(html=text_to_html(body.text), is_text=True)
+    elif text.strip():
+        context.update(html=text_to_html(text), is_text=True)
     return _frame_response(render(request, "mail/body.html", context), images=images)
 
 

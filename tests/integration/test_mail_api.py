@@ -234,3 +234,23 @@ def test_another_users_mail_is_404_everywhere(alice, bob, api_as, dovecot, mail_
     assert bulk.status_code == 400
     assert bob_client.get(f"/api/v1/mail/messages/?mailbox={inbox.pk}").json()["results"] == []
     assert bob_client.get("/api/v1/mail/messages/?q=hello").json()["results"] == []
+
+
+def test_server_search_finds_bodies_we_never_fetched(
+    alice, api_as, dovecot, mail_user, imap_account
+):
+    dovecot.seed_messages(
+        mail_user,
+        "INBOX",
+        [
+            make_message(subject="Notes", body="Filler. " * 100 + "The word is quokka."),
+            make_message(),
+        ],
+    )
+    account_sync(account=imap_account)
+    inbox = _inbox(imap_account)
+    client = api_as(alice)
+    local = client.get(f"/api/v1/mail/messages/?mailbox={inbox.pk}&q=quokka").json()
+    assert local["results"] == []  # beyond the snippet, in a body we never fetched
+    merged = client.get(f"/api/v1/mail/messages/?mailbox={inbox.pk}&q=quokka&server=1").json()
+    assert [m["subject"] for m in merged["results"]] == ["Notes"]
