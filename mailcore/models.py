@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -18,6 +19,12 @@ class Security(models.TextChoices):
     NONE = "none", "None"
     STARTTLS = "starttls", "STARTTLS"
     TLS = "tls", "TLS"
+
+
+def protocol_supported(value: str) -> None:
+    """POP3 accounts are part of the API contract but not fetched yet: refuse them clearly."""
+    if value == MailAccount.Protocol.POP3:
+        raise ValidationError("POP3 accounts are not supported yet; use IMAP for now.")
 
 
 class MailAccount(models.Model):
@@ -36,7 +43,9 @@ class MailAccount(models.Model):
     name = models.CharField(max_length=100)
     email_address = models.EmailField()
     display_name = models.CharField(max_length=200, blank=True)
-    incoming_protocol = models.CharField(max_length=8, choices=Protocol, default=Protocol.IMAP)
+    incoming_protocol = models.CharField(
+        max_length=8, choices=Protocol, default=Protocol.IMAP, validators=[protocol_supported]
+    )
     incoming_host = models.CharField(max_length=255)
     incoming_port = models.PositiveIntegerField(default=993)
     incoming_security = models.CharField(max_length=16, choices=Security, default=Security.TLS)

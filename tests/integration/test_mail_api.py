@@ -254,3 +254,24 @@ def test_server_search_finds_bodies_we_never_fetched(
     assert local["results"] == []  # beyond the snippet, in a body we never fetched
     merged = client.get(f"/api/v1/mail/messages/?mailbox={inbox.pk}&q=quokka&server=1").json()
     assert [m["subject"] for m in merged["results"]] == ["Notes"]
+
+
+def test_pop3_accounts_are_refused_clearly_for_now(alice, api_as):
+    response = api_as(alice).post(
+        "/api/v1/mail/accounts/",
+        {
+            "name": "Old",
+            "email_address": "alice@example.org",
+            "incoming_protocol": "pop3",
+            "incoming_host": "127.0.0.1",
+            "incoming_port": 110,
+            "incoming_security": "none",
+            "username": "alice",
+            "password": "secret-alice",
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"]["incoming_protocol"] == [
+        "POP3 accounts are not supported yet; use IMAP for now."
+    ]

@@ -182,10 +182,13 @@ def test_ports_follow_the_security_choice(alice_client, alice, security, smtp_se
     assert (account.incoming_port, account.smtp_port) == ports
 
 
-def test_pop3_ports(alice_client, alice):
+def test_pop3_is_refused_until_it_is_supported(alice_client, alice):
     form = {**FORM, "incoming_protocol": "pop3", "incoming_security": "tls"}
-    alice_client.post("/mail/accounts/add/", form)
-    assert MailAccount.objects.get(owner=alice).incoming_port == 995
+    response = alice_client.post("/mail/accounts/add/", form)
+    assert "POP3 accounts are not supported yet" in str(
+        response.context["form"].errors["incoming_protocol"]
+    )
+    assert not MailAccount.objects.filter(owner=alice).exists()
 
 
 def test_an_explicit_port_wins(alice_client, alice):
