@@ -70,8 +70,7 @@ REPLIES: dict[int, str] = {
     530: "Login refused: wrong user name or password, or the account may not log in.",
     532: "An account is needed to store files.",
     533: "Encryption is required for this request.",
-    534: "TLS is required by the server, or the server refuses the requested "
-    "protection level.",
+    534: "TLS is required by the server, or the server refuses the requested protection level.",
     535: "The security check (integrity) failed.",
     536: "The requested data protection level is not supported.",
     550: "The file or folder is unavailable: it does not exist, or you do not have "
