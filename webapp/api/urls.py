@@ -2,11 +2,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from ftpcore.api import FtpSiteViewSet
 from mailcore.api import AttachmentViewSet, MailAccountViewSet, MailboxViewSet, MessageViewSet
 from webapp.api.auth import TokenView
 from webapp.jobs.api import JobViewSet
 
 router = SimpleRouter(use_regex_path=False)
+router.register("ftp/sites", FtpSiteViewSet, basename="ftp-site")
 router.register("jobs", JobViewSet, basename="job")
 router.register("mail/accounts", MailAccountViewSet, basename="mail-account")
 router.register("mail/mailboxes", MailboxViewSet, basename="mail-mailbox")

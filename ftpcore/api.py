@@ -1,0 +1,179 @@
+"""REST API for files (shared/API.md, Files). Views are thin: selectors read, services act.
+
+Every FTP refusal becomes 502 with the server's own words, its reply code and plain words
+(``replies.py``); a path with CR, LF or NUL (the engine's ValueError) becomes 400.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from urllib.parse import quote
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from ftpcore import selectors, services
+from ftpcore.protocols import ftp
+from ftpcore.serializers import (
+    ChmodSerializer,
+    DeleteSerializer,
+    EntrySerializer,
+    FtpSiteSerializer,
+    ListingSerializer,
+    PathSerializer,
+    RenameSerializer,
+    SiteCheckSerializer,
+)
+from webapp.api.errors import RemoteRefusal
+
+PATH_PARAM = OpenApiParameter("path", str, description="Absolute, or relative to initial_path")
+
+
+def remote_refusal(exc: ftp.FtpError) -> RemoteRefusal:
+    detail = f"{exc.code} {exc.reply}" if exc.code is not None else exc.reply
+    extra = {"reply_code": exc.code, "explanation": exc.explanation}
+    if isinstance(exc, ftp.FtpCertificateError):
+        return RemoteRefusal(detail, "untrusted_certificate", fingerprint=exc.fingerprint, **extra)
+    if isinstance(exc, ftp.FtpAuthError):
+        return RemoteRefusal(detail, "auth_failed", **extra)
+    if exc.code is not None:
+        return RemoteRefusal(detail, f"ftp_{exc.code}", **extra)
+    if isinstance(exc, ftp.FtpConnectionError):
+        return RemoteRefusal(detail, "unreachable", **extra)
+    if isinstance(exc, ftp.FtpTransferError):
+        return RemoteRefusal(detail, "transfer_failed", **extra)
+    return RemoteRefusal(detail, "remote_error", **extra)
+
+
+class FtpErrorsMixin:
+    """The server's refusal becomes 502 with its words; a bad path becomes 400."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ftp.FtpError):
+            exc = remote_refusal(exc)
+        elif isinstance(exc, ValueError):
+            exc = ValidationError({"detail": str(exc)})
+        return super().handle_exception(exc)
+
+
+def attachment_disposition(filename: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact UTF-8 name; nothing a header can break on."""
+    name = filename.encode("utf-8", "replace").decode("utf-8")  # undecodable bytes -> "?"
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C") or "download"
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    fallback = "".join("_" if c in '"\\%;?' else c for c in fallback).strip() or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _data(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
+    """FTP sites. Each file action opens a short-lived session (a pool comes later)."""
+
+    serializer_class = FtpSiteSerializer
+    lookup_value_converter = "int"
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.site_list(user=self.request.user)
+
+    def perform_create(self, serializer):
+        serializer.instance = services.site_create(
+            owner=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        services.site_update(site=serializer.instance, **serializer.validated_data)
+
+    def perform_destroy(self, instance):
+        services.site_delete(site=instance)
+
+    @extend_schema(request=None, responses=SiteCheckSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        return Response(services.site_check(site=self.get_object()))
+
+    @extend_schema(parameters=[PATH_PARAM], responses=ListingSerializer)
+    @action(detail=True, methods=["get"], url_path="list")
+    def listing(self, request, pk=None):
+        site = self.get_object()
+        path, entries = services.file_list(site=site, path=request.query_params.get("path"))
+        return Response(ListingSerializer({"path": path, "entries": entries}).data)
+
+    @extend_schema(parameters=[PATH_PARAM], responses={(200, "*/*"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        site = self.get_object()
+        path = request.query_params.get("path")
+        if not path:
+            raise ValidationError({"path": ["Give the path of the file to download."]})
+        download = services.file_download_open(site=site, path=path)
+        response = StreamingHttpResponse(download.chunks, content_type="application/octet-stream")
+        if download.size is not None:
+            response["Content-Length"] = str(download.size)
+        response["Content-Disposition"] = attachment_disposition(download.name)
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @extend_schema(
+        parameters=[PATH_PARAM],
+        request={
+            "multipart/form-data": inline_serializer(
+                "FtpUpload", {"file": serializers.ListField(child=serializers.FileField())}
+            )
+        },
+        responses={201: EntrySerializer(many=True)},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def upload(self, request, pk=None):
+        site = self.get_object()
+        files = request.FILES.getlist("file")
+        if not files:
+            raise ValidationError({"file": ["Attach at least one file."]})
+        entries = services.file_upload(
+            site=site, directory=request.query_params.get("path"), files=files
+        )
+        return Response(EntrySerializer(entries, many=True).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PathSerializer, responses=PathSerializer)
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser])
+    def mkdir(self, request, pk=None):
+        site = self.get_object()
+        path = services.file_mkdir(site=site, path=_data(PathSerializer, request)["path"])
+        return Response({"path": path}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=RenameSerializer, responses=RenameSerializer)
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser])
+    def rename(self, request, pk=None):
+        site = self.get_object()
+        data = _data(RenameSerializer, request)
+        old, new = services.file_rename(site=site, source=data["from"], target=data["to"])
+        return Response({"from": old, "to": new})
+
+    @extend_schema(request=DeleteSerializer, responses={204: None})
+    @action(
+        detail=True, methods=["post"], url_path="delete", parser_classes=[JSONParser, FormParser]
+    )
+    def delete_path(self, request, pk=None):  # not "delete": that is the HTTP method's handler
+        site = self.get_object()
+        data = _data(DeleteSerializer, request)
+        services.file_delete(site=site, path=data["path"], recursive=data["recursive"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=ChmodSerializer, responses=ChmodSerializer)
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser])
+    def chmod(self, request, pk=None):
+        site = self.get_object()
+        data = _data(ChmodSerializer, request)
+        path = services.file_chmod(site=site, path=data["path"], mode=data["mode"])
+        return Response({"path": path, "mode": f"{data['mode']:03o}"})

@@ -1,0 +1,156 @@
+import codecs
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ftpcore.models import FtpSite
+from mailcore.serializers import FINGERPRINT
+
+
+class FtpSiteSerializer(serializers.ModelSerializer):
+    password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False
+    )
+
+    class Meta:
+        model = FtpSite
+        fields = [
+            "id", "name", "host", "port", "security", "username", "password", "passive",
+            "initial_path", "encoding", "tls_fingerprint", "created_at",
+        ]  # fmt: skip
+        read_only_fields = ["created_at"]
+        extra_kwargs = {"port": {"min_value": 1, "max_value": 65535}}
+
+    def validate_host(self, value: str) -> str:
+        value = value.strip()
+        if not value or any(c.isspace() or c in "/@?#" for c in value):
+            raise serializers.ValidationError(
+                "Enter a host name or IP address, like ftp.example.org."
+            )
+        return value
+
+    def validate_username(self, value: str) -> str:
+        return _single_line(value)
+
+    def validate_password(self, value: str) -> str:
+        return _single_line(value)
+
+    def validate_initial_path(self, value: str) -> str:
+        value = _single_line(value) or "/"
+        if not value.startswith("/"):
+            raise serializers.ValidationError("The initial path starts with /, like /pub.")
+        return value
+
+    def validate_encoding(self, value: str) -> str:
+        value = value.strip()
+        try:
+            name = codecs.lookup(value).name
+        except LookupError:
+            raise serializers.ValidationError(f"Unknown encoding {value!r}.") from None
+        if "USER x".encode(name, "ignore") != b"USER x":
+            raise serializers.ValidationError(
+                "The encoding must be ASCII-compatible (utf-8, latin-1…)."
+            )
+        return value
+
+    def validate_tls_fingerprint(self, value: str) -> str:
+        value = value.strip().upper()
+        if value and not FINGERPRINT.match(value):
+            raise serializers.ValidationError(
+                "A SHA-256 fingerprint is 32 hex byte pairs separated by colons (AA:BB:…)."
+            )
+        return value
+
+
+def _single_line(value: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        raise serializers.ValidationError("Must not contain line breaks or NUL characters.")
+    return value
+
+
+class DisplayNameField(serializers.CharField):
+    """Names the site's encoding could not decode carry surrogate escapes (the engine's
+    round-trip form), which JSON cannot encode: shown with U+FFFD instead. Such names are
+    not addressable through the API yet."""
+
+    def to_representation(self, value) -> str:
+        return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class EntrySerializer(serializers.Serializer):
+    name = DisplayNameField()
+    type = serializers.ChoiceField(choices=["file", "dir", "link"])
+    size = serializers.IntegerField(allow_null=True)
+    modified = serializers.DateTimeField(allow_null=True)
+    permissions = serializers.CharField(allow_null=True)
+    target = DisplayNameField(allow_null=True)
+
+
+class ListingSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    entries = EntrySerializer(many=True)
+
+
+class SiteCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    welcome = serializers.CharField()
+    features = serializers.ListField(child=serializers.CharField())
+
+
+def _path_field(**kwargs) -> serializers.CharField:
+    return serializers.CharField(max_length=4096, trim_whitespace=False, **kwargs)
+
+
+class PathSerializer(serializers.Serializer):
+    path = _path_field()
+
+
+class DeleteSerializer(PathSerializer):
+    recursive = serializers.BooleanField(default=False)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": "^(0o)?[0-7]{1,4}$", "example": "755"},
+            {"type": "integer", "minimum": 0, "maximum": 0o7777},
+        ]
+    }
+)
+class ModeField(serializers.Field):
+    """An octal string ("755", "0o644") or the numeric mode (493 == 0o755), as os.chmod."""
+
+    default_error_messages = {
+        "invalid": 'Give the mode as an octal string such as "755", or its number.',
+    }
+
+    def to_internal_value(self, data) -> int:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int):
+            mode = data
+        elif isinstance(data, str):
+            text = data.strip().lower().removeprefix("0o")
+            if not text or any(c not in "01234567" for c in text):
+                self.fail("invalid")
+            mode = int(text, 8)
+        else:
+            self.fail("invalid")
+        if not 0 <= mode <= 0o7777:
+            self.fail("invalid")
+        return mode
+
+    def to_representation(self, value: int) -> str:
+        return f"{value:03o}"
+
+
+class ChmodSerializer(PathSerializer):
+    mode = ModeField()
+
+
+# "from" is a Python keyword, so this one is built rather than declared.
+RenameSerializer = type(
+    "RenameSerializer",
+    (serializers.Serializer,),
+    {"from": _path_field(), "to": _path_field(), "__module__": __name__},
+)
