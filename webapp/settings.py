@@ -198,7 +198,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 # How often the IMAP IDLE supervisor looks for added, changed or removed accounts.
-MAIL_IDLE_REFRESH_SECONDS = env_int("MAIL_IDLE_REFRESH_SECONDS", 30, minimum=1)
+MAIL_IDLE_REFRESH_SECONDS = env_int("MAIL_IDLE_REFRESH_SECONDS", 5, minimum=1)
 # A running job that has not reported for this long is taken for lost (its worker died).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 600, minimum=5)
 
