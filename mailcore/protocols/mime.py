@@ -428,8 +428,10 @@ def _parse_addresses(raw: str | None) -> list[Address]:
         legacy = []
     legacy = [(name, addr) for name, addr in legacy if _ADDR_SPEC_RE.fullmatch(addr)]
     if modern is not None and all(_ADDR_SPEC_RE.fullmatch(addr) for _, addr in modern):
+        # compat32 leaves encoded words for our decoder, which (as RFC 2047 6.2 says) drops
+        # the space between adjacent ones; policy.default keeps it ("Алекс андр").
         names = {addr.lower(): name for name, addr in legacy if name}
-        chosen = [(name or names.get(addr.lower(), ""), addr) for name, addr in modern]
+        chosen = [(names.get(addr.lower()) or name, addr) for name, addr in modern]
     elif legacy:
         chosen = legacy
     else:

@@ -239,6 +239,8 @@ def test_long_display_names_fold_and_decode_per_rfc_2047():
         str(make_header(decode_header(part.rsplit("<", 1)[0]))).strip() for part in to.split(">,")
     ]
     assert decoded == [" ".join(name.split()) for name in names]
+    # Our own reader joins adjacent encoded words the same way (RFC 2047 section 6.2).
+    assert [a.name for a in parse_message(raw).to] == decoded
 
 
 @pytest.mark.parametrize(
