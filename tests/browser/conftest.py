@@ -39,7 +39,11 @@ def browser():
 
 @pytest.fixture
 def page(browser, live_server_url):
-    context = browser.new_context(base_url=live_server_url, viewport={"width": 1280, "height": 800})
+    # Playwright's waits evaluate JavaScript the pages' CSP forbids; test_shell.py checks
+    # the pages themselves under the real policy.
+    context = browser.new_context(
+        base_url=live_server_url, viewport={"width": 1280, "height": 800}, bypass_csp=True
+    )
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page

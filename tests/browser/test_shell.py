@@ -72,3 +72,26 @@ def test_api_docs_render_without_any_outside_host(page, screenshot, alice):
     expect(page.get_by_text("/api/v1/jobs/{id}/").first).to_be_visible()
     assert outside == []
     screenshot("api-docs")
+
+
+def test_pages_run_under_the_strict_content_security_policy(
+    browser, live_server_url, screenshot, alice, celery_worker
+):
+    context = browser.new_context(base_url=live_server_url)
+    page = context.new_page()
+    refused = []
+    page.on(
+        "console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None
+    )
+    page.on("pageerror", lambda error: refused.append(str(error)))
+    _log_in(page, "alice", "secret-alice")
+    for path in ["/mail/", "/mail/accounts/add/", "/settings/", "/files/"]:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+    page.goto("/settings/")
+    page.get_by_role("button", name="Run check").click()
+    expect(page.locator("#jobs tbody tr").first.locator("[data-field=state]")).to_have_text(
+        "done", timeout=30_000
+    )
+    context.close()
+    assert refused == []

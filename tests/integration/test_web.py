@@ -64,3 +64,10 @@ def test_logout_is_a_post(client, alice):
 
 def test_healthz(client):
     assert client.get("/healthz").json() == {"ok": True}
+
+
+def test_pages_carry_a_strict_content_security_policy(client, alice):
+    client.force_login(alice)
+    policy = client.get("/settings/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "object-src 'none'" in policy
+    assert "Content-Security-Policy" not in client.get("/api/v1/docs/")
