@@ -9,16 +9,16 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import quote
 
-from django.http import StreamingHttpResponse
+from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from ftpcore import selectors, services
+from ftpcore import selectors, services, transfers
 from ftpcore.protocols import ftp
 from ftpcore.serializers import (
     ChmodSerializer,
@@ -29,6 +29,7 @@ from ftpcore.serializers import (
     PathSerializer,
     RenameSerializer,
     SiteCheckSerializer,
+    TransferSerializer,
 )
 from webapp.api.errors import RemoteRefusal
 
@@ -177,3 +178,72 @@ class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
         data = _data(ChmodSerializer, request)
         path = services.file_chmod(site=site, path=data["path"], mode=data["mode"])
         return Response({"path": path, "mode": f"{data['mode']:03o}"})
+
+
+class TransferViewSet(
+    FtpErrorsMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Background transfers run by the workers (ftpcore/transfers.py): create (201, enqueued
+    after commit), read, cancel, retry, pause, resume, and fetch a finished download."""
+
+    serializer_class = TransferSerializer
+    lookup_value_converter = "int"
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return transfers.transfer_list(user=self.request.user)
+
+    def perform_create(self, serializer):
+        data = dict(serializer.validated_data)
+        serializer.instance = transfers.transfer_create(
+            owner=self.request.user,
+            kind=data["kind"],
+            site=data["site"],
+            path=data.get("path", ""),
+            target_site=data.get("target_site"),
+            target_path=data.get("target_path", ""),
+            upload=data.get("file"),
+        )
+
+    def _act(self, service) -> Response:
+        transfer = service(transfer=self.get_object())
+        return Response(TransferSerializer(transfer, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=None, responses=TransferSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._act(transfers.transfer_cancel)
+
+    @extend_schema(request=None, responses=TransferSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        return self._act(transfers.transfer_retry)
+
+    @extend_schema(request=None, responses=TransferSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._act(transfers.transfer_pause)
+
+    @extend_schema(request=None, responses=TransferSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._act(transfers.transfer_resume)
+
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def file(self, request, pk=None):
+        transfer = self.get_object()
+        path = transfers.transfer_file_path(transfer=transfer)
+        if path is None:
+            raise NotFound("Only a finished download has a file to fetch.")
+        response = FileResponse(
+            open(path, "rb"),  # noqa: SIM115 — FileResponse closes it
+            content_type="application/octet-stream",
+        )
+        response["Content-Disposition"] = attachment_disposition(transfer.name or path.name)
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -33,3 +33,65 @@ class FtpSite(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.username}@{self.host}:{self.port})"
+
+
+class Transfer(models.Model):
+    """One background transfer; its row is the state machine a worker drives
+    (ftpcore/transfers.py). ``claim`` is a fencing token: it grows at every claim, and a
+    worker only writes while the row still carries the number it claimed with."""
+
+    class Kind(models.TextChoices):
+        DOWNLOAD = "download", "Download"
+        UPLOAD = "upload", "Upload"
+        COPY = "copy", "Copy"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        PAUSED = "paused"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED_STATES = (State.DONE, State.FAILED, State.CANCELLED)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ftp_transfers"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    site = models.ForeignKey(FtpSite, on_delete=models.CASCADE, related_name="transfers")
+    path = models.CharField(max_length=4096)
+    target_site = models.ForeignKey(
+        FtpSite,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="incoming_transfers",
+    )
+    target_path = models.CharField(max_length=4096, blank=True)
+    # Downloads: the file being written (then served); uploads: the uploaded file kept here.
+    local_path = models.CharField(max_length=4096, blank=True)
+    name = models.CharField(max_length=255, blank=True)  # the file's name, for downloads
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    claim = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["owner", "-id"], name="transfer_owner_recent"),
+            models.Index(fields=["state", "heartbeat_at"], name="transfer_state_heartbeat"),
+            models.Index(fields=["site", "state"], name="transfer_site_state"),
+            models.Index(fields=["target_site", "state"], name="transfer_target_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} {self.path} ({self.state})"

@@ -3,7 +3,7 @@ import codecs
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ftpcore.models import FtpSite
+from ftpcore.models import FtpSite, Transfer
 from mailcore.serializers import FINGERPRINT
 
 
@@ -154,3 +154,56 @@ RenameSerializer = type(
     (serializers.Serializer,),
     {"from": _path_field(), "to": _path_field(), "__module__": __name__},
 )
+
+
+class _OwnSiteField(serializers.PrimaryKeyRelatedField):
+    """A site id among the requesting user's own sites (another user's: "does not exist")."""
+
+    def get_queryset(self):
+        return FtpSite.objects.filter(owner=self.context["request"].user)
+
+
+class TransferSerializer(serializers.ModelSerializer):
+    """A background transfer. Create with kind + site + path (+ target_site/target_path for
+    copies; a multipart ``file`` for uploads, whose path is the remote file, or a directory
+    when it ends in "/")."""
+
+    site = _OwnSiteField()
+    target_site = _OwnSiteField(required=False, allow_null=True)
+    path = _path_field(required=False, allow_blank=True, default="")
+    target_path = _path_field(required=False, allow_blank=True, default="")
+    file = serializers.FileField(write_only=True, required=False)
+
+    class Meta:
+        model = Transfer
+        fields = [
+            "id", "kind", "state", "site", "path", "target_site", "target_path", "name",
+            "bytes_done", "bytes_total", "attempts", "last_error", "sha256",
+            "created_at", "started_at", "finished_at", "file",
+        ]  # fmt: skip
+        read_only_fields = [
+            "state", "name", "bytes_done", "bytes_total", "attempts", "last_error", "sha256",
+            "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+
+    def validate_path(self, value: str) -> str:
+        return _single_line(value)
+
+    def validate_target_path(self, value: str) -> str:
+        return _single_line(value)
+
+    def validate(self, attrs: dict) -> dict:
+        kind = attrs.get("kind")
+        if kind == Transfer.Kind.UPLOAD and not attrs.get("file"):
+            raise serializers.ValidationError({"file": ["An upload needs a file."]})
+        if kind != Transfer.Kind.UPLOAD and attrs.get("file"):
+            raise serializers.ValidationError({"file": ["Only uploads take a file."]})
+        if kind in (Transfer.Kind.DOWNLOAD, Transfer.Kind.COPY) and not attrs.get("path"):
+            raise serializers.ValidationError({"path": ["Give the path of the file."]})
+        if kind == Transfer.Kind.COPY and not attrs.get("target_path"):
+            raise serializers.ValidationError(
+                {"target_path": ["Give where to copy to (a path ending in / keeps the name)."]}
+            )
+        if kind != Transfer.Kind.COPY and (attrs.get("target_site") or attrs.get("target_path")):
+            raise serializers.ValidationError({"target_path": ["Only copies have a target."]})
+        return attrs

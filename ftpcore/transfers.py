@@ -1,0 +1,744 @@
+"""Background transfers: the state machine of ``Transfer`` rows and the work a worker does.
+
+States: queued -> running -> done | failed | cancelled; running <-> paused (via queued);
+failed / cancelled -> queued (retry). Every move is a conditional UPDATE, so a task that
+runs twice, or a worker killed at any line, never loses or duplicates a transfer:
+
+- ``transfer_claim`` moves queued -> running under a per-site limit (the site rows are
+  locked while running transfers are counted, so two workers cannot both take the last
+  slot) and bumps ``claim``, a fencing token.
+- While running, each progress tick (at most every ~0.5 s) writes bytes_done + heartbeat
+  *only where state is running and claim is ours*. No row updated means the owner paused or
+  cancelled it (or the sweeper gave it to another worker): the work stops there.
+- A dropped connection resumes from the bytes already transferred (download: REST at the
+  local file's size; upload and copy: the size of the server's ``.part`` file), a bounded
+  number of attempts with backoff; then the row fails with the server's words.
+- A worker that dies leaves a running row with an old heartbeat; ``transfers_sweep_stale``
+  queues it again and the next worker resumes it. A per-transfer file lock keeps an old
+  worker that has not noticed yet from writing alongside the new one.
+
+A transfer that finds its site(s) at the limit stays queued and its task ends; whenever a
+transfer leaves ``running`` the queued ones of the same sites are enqueued again (and the
+sweeper does so too, should that kick be lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import posixpath
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ftpcore.models import FtpSite, Transfer
+from ftpcore.protocols import ftp
+from ftpcore.services import ftp_config, resolve_path
+from webapp.events.publish import event_publish
+
+State = Transfer.State
+Kind = Transfer.Kind
+
+TICK_SECONDS = 0.5  # progress is written and published at most this often
+PIPE_CHUNKS = 8  # copy: at most this many chunks (of <= 1 MiB) between download and upload
+HASH_CHECKPOINT = 4 * 1024 * 1024  # copy: hash snapshots so a resume re-reads <= 4 MiB
+STALE_ERROR = "The worker running this transfer stopped responding; it was queued again."
+
+
+def per_site_limit() -> int:
+    return max(1, int(getattr(settings, "FTP_TRANSFERS_PER_SITE", 2)))
+
+
+def max_attempts() -> int:
+    return max(1, int(getattr(settings, "FTP_TRANSFER_ATTEMPTS", 5)))
+
+
+def backoff_base() -> float:
+    return float(getattr(settings, "FTP_TRANSFER_BACKOFF", 1.0))
+
+
+def lease_seconds() -> int:
+    return int(getattr(settings, "FTP_TRANSFER_LEASE_SECONDS", 120))
+
+
+class TransferStopped(Exception):
+    """Raised inside a running transfer when its row is no longer ours to run."""
+
+
+# Events -----------------------------------------------------------------------------------
+
+
+def transfer_event(
+    transfer: Transfer, *, speed: float | None = None, eta: float | None = None
+) -> dict[str, Any]:
+    return {
+        "id": transfer.pk,
+        "kind": transfer.kind,
+        "state": transfer.state,
+        "bytes_done": transfer.bytes_done,
+        "bytes_total": transfer.bytes_total,
+        "attempts": transfer.attempts,
+        "speed": speed,
+        "eta": eta,
+        "last_error": transfer.last_error,
+        "sha256": transfer.sha256,
+    }
+
+
+def _publish(transfer: Transfer, **figures: float | None) -> None:
+    event_publish(
+        user_id=transfer.owner_id,
+        event={"type": "transfer.progress", "transfer": transfer_event(transfer, **figures)},
+    )
+
+
+def _reload_and_publish(transfer_id: int) -> None:
+    row = Transfer.objects.filter(pk=transfer_id).first()
+    if row is not None:
+        _publish(row)
+
+
+# Local files ------------------------------------------------------------------------------
+
+
+def transfer_dir(*, owner_id: int, transfer_id: int) -> Path:
+    return Path(settings.DATA_DIR) / "transfers" / str(owner_id) / str(transfer_id)
+
+
+def _safe_name(name: str | None, fallback: str) -> str:
+    name = posixpath.basename((name or "").replace("\\", "/"))
+    name = "".join(c for c in name if c.isprintable() and c not in "\0")
+    return name if name not in ("", ".", "..") else fallback
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _run_lock(transfer: Transfer, timeout: float = 60.0) -> Iterator[None]:
+    """One worker at a time per transfer, even across a re-claim (pause/resume, sweeper)."""
+    directory = transfer_dir(owner_id=transfer.owner_id, transfer_id=transfer.pk)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TransferStopped from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# Reads ------------------------------------------------------------------------------------
+
+
+def transfer_list(*, user):
+    """The user's transfers only: another user's simply do not exist (404)."""
+    return Transfer.objects.filter(owner=user)
+
+
+# Creating and controlling -----------------------------------------------------------------
+
+
+def _enqueue(transfer_id: int, countdown: float | None = None) -> None:
+    from ftpcore.tasks import transfer_run
+
+    if countdown:
+        transfer_run.apply_async((transfer_id,), countdown=countdown)
+    else:
+        transfer_run.delay(transfer_id)
+
+
+def _enqueue_after_commit(transfer_id: int) -> None:
+    transaction.on_commit(lambda: _enqueue(transfer_id))
+
+
+def _target(path: str, name: str) -> str:
+    """A path ending in "/" names a directory: the file keeps its name there."""
+    return posixpath.join(path, name) if path.endswith("/") else path
+
+
+def transfer_create(
+    *,
+    owner,
+    kind: str,
+    site: FtpSite,
+    path: str,
+    target_site: FtpSite | None = None,
+    target_path: str = "",
+    upload=None,
+) -> Transfer:
+    """Create a queued transfer and enqueue it once committed. ``upload`` (a Django
+    ``UploadedFile``) is required for uploads: it is kept under DATA_DIR first, copied in
+    1 MiB pieces. Paths are checked (CR/LF/NUL -> ValueError) and normalised here."""
+    for value in (path, target_path):
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("Paths must not contain CR, LF or NUL characters.")
+    fields: dict[str, Any] = {"owner": owner, "kind": kind, "site": site}
+    if kind == Kind.DOWNLOAD:
+        fields["path"] = resolve_path(site=site, path=path)
+        if fields["path"] == "/":
+            raise ValueError("/ is a directory; give the path of a file.")
+        fields["name"] = _safe_name(posixpath.basename(fields["path"]), "download")
+    elif kind == Kind.UPLOAD:
+        if upload is None:
+            raise ValueError("An upload needs a file (multipart field 'file').")
+        fields["name"] = _safe_name(upload.name, "upload")
+        if fields["name"].endswith(ftp.PART_SUFFIX):
+            raise ValueError(f"File names ending in {ftp.PART_SUFFIX} are reserved.")
+        fields["path"] = resolve_path(site=site, path=_target(path or "/", fields["name"]))
+        fields["bytes_total"] = upload.size
+    elif kind == Kind.COPY:
+        fields["path"] = resolve_path(site=site, path=path)
+        target_site = target_site or site
+        name = posixpath.basename(fields["path"])
+        fields["name"] = _safe_name(name, "copy")
+        fields["target_site"] = target_site
+        fields["target_path"] = resolve_path(
+            site=target_site, path=_target(target_path or "/", name)
+        )
+        if target_site.pk == site.pk and fields["target_path"] == fields["path"]:
+            raise ValueError("A copy needs a target other than its source.")
+    else:
+        raise ValueError(f"Unknown kind {kind!r}.")
+    for value in (fields["path"], fields.get("target_path", "")):
+        if value and posixpath.basename(value).endswith(ftp.PART_SUFFIX):
+            raise ValueError(f"File names ending in {ftp.PART_SUFFIX} are reserved.")
+
+    with transaction.atomic():
+        row = Transfer.objects.create(**fields)
+        if kind == Kind.UPLOAD:
+            directory = transfer_dir(owner_id=owner.pk, transfer_id=row.pk)
+            directory.mkdir(parents=True, exist_ok=True)
+            local = directory / "upload"
+            upload.seek(0)
+            with open(local, "wb") as file:
+                for chunk in upload.chunks(1024 * 1024):
+                    file.write(chunk)
+            row.local_path = str(local)
+            row.save(update_fields=["local_path"])
+        _publish(row)
+        _enqueue_after_commit(row.pk)
+    return row
+
+
+def _move(
+    transfer: Transfer, from_states: tuple[str, ...], to_state: str, **fields: Any
+) -> Transfer | None:
+    """Conditional state change; the reloaded row (published) or None if it was elsewhere."""
+    moved = Transfer.objects.filter(pk=transfer.pk, state__in=from_states).update(
+        state=to_state, **fields
+    )
+    if not moved:
+        return None
+    row = Transfer.objects.get(pk=transfer.pk)
+    _publish(row)
+    return row
+
+
+def transfer_cancel(*, transfer: Transfer) -> Transfer:
+    """Queued/paused: cancelled at once; running: the worker stops at its next tick."""
+    now = timezone.now()
+    row = _move(
+        transfer,
+        (State.QUEUED, State.RUNNING, State.PAUSED),
+        State.CANCELLED,
+        finished_at=now,
+        last_error="Cancelled by you.",
+    )
+    if row is not None:
+        _kick_site_queue(row)
+    return row or Transfer.objects.get(pk=transfer.pk)
+
+
+def transfer_pause(*, transfer: Transfer) -> Transfer:
+    row = _move(transfer, (State.QUEUED, State.RUNNING), State.PAUSED)
+    if row is not None:
+        _kick_site_queue(row)
+    return row or Transfer.objects.get(pk=transfer.pk)
+
+
+def transfer_resume(*, transfer: Transfer) -> Transfer:
+    with transaction.atomic():
+        row = _move(transfer, (State.PAUSED,), State.QUEUED)
+        if row is not None:
+            _enqueue_after_commit(row.pk)
+    return row or Transfer.objects.get(pk=transfer.pk)
+
+
+def transfer_retry(*, transfer: Transfer) -> Transfer:
+    """failed/cancelled -> queued with fresh attempts; the work resumes where it stopped."""
+    with transaction.atomic():
+        row = _move(
+            transfer,
+            (State.FAILED, State.CANCELLED),
+            State.QUEUED,
+            attempts=0,
+            last_error="",
+            finished_at=None,
+        )
+        if row is not None:
+            _enqueue_after_commit(row.pk)
+    return row or Transfer.objects.get(pk=transfer.pk)
+
+
+# Claiming ---------------------------------------------------------------------------------
+
+
+def _site_ids(transfer: Transfer) -> list[int]:
+    return sorted({transfer.site_id, transfer.target_site_id} - {None})
+
+
+def transfer_claim(*, transfer_id: int) -> tuple[Transfer | None, bool]:
+    """queued -> running: (the row, False), or (None, busy) where busy means one of its
+    sites already runs ``FTP_TRANSFERS_PER_SITE`` transfers (it stays queued)."""
+    limit = per_site_limit()
+    with transaction.atomic():
+        row = Transfer.objects.filter(pk=transfer_id, state=State.QUEUED).first()
+        if row is None:
+            return None, False
+        site_ids = _site_ids(row)
+        # Lock the sites (in id order, so claims never deadlock): claims on one site are
+        # serialised, so the count below cannot be stale when we take the slot.
+        list(FtpSite.objects.select_for_update().filter(pk__in=site_ids).order_by("pk"))
+        for site_id in site_ids:
+            running = Transfer.objects.filter(
+                Q(site_id=site_id) | Q(target_site_id=site_id), state=State.RUNNING
+            ).count()
+            if running >= limit:
+                return None, True
+        now = timezone.now()
+        claimed = Transfer.objects.filter(pk=transfer_id, state=State.QUEUED).update(
+            state=State.RUNNING,
+            claim=F("claim") + 1,
+            heartbeat_at=now,
+            started_at=now,
+            last_error="",
+        )
+        if not claimed:
+            return None, False
+        row = Transfer.objects.get(pk=transfer_id)
+        _publish(row)
+    return row, False
+
+
+def _kick_site_queue(transfer: Transfer) -> None:
+    """A slot on these sites was freed: enqueue their queued transfers (oldest first)."""
+    site_ids = _site_ids(transfer)
+    waiting = (
+        Transfer.objects.filter(Q(site_id__in=site_ids) | Q(target_site_id__in=site_ids))
+        .filter(state=State.QUEUED)
+        .order_by("id")
+        .values_list("pk", flat=True)[: 4 * per_site_limit()]
+    )
+    for transfer_id in list(waiting):
+        transaction.on_commit(lambda transfer_id=transfer_id: _enqueue(transfer_id))
+
+
+# Running ----------------------------------------------------------------------------------
+
+
+class _Ticker:
+    """The engine's progress callback: every ~0.5 s, a fenced heartbeat + bytes_done write
+    (no row written -> TransferStopped) and a ``transfer.progress`` event with speed/ETA."""
+
+    def __init__(self, transfer: Transfer) -> None:
+        self.transfer = transfer
+        self.last_at = time.monotonic()
+        self.last_done = transfer.bytes_done
+        self.speed: float | None = None
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last_at < TICK_SECONDS:
+            return
+        self.tick(done, now)
+
+    def tick(self, done: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        elapsed = now - self.last_at
+        if elapsed > 0 and done >= self.last_done:
+            current = (done - self.last_done) / elapsed
+            self.speed = current if self.speed is None else 0.5 * self.speed + 0.5 * current
+        self.last_at, self.last_done = now, done
+        self.write(bytes_done=done)
+        total = self.transfer.bytes_total
+        eta = None
+        if self.speed and total is not None:
+            eta = round(max(0, total - done) / self.speed, 1)
+        speed = round(self.speed) if self.speed is not None else None
+        _publish(self.transfer, speed=speed, eta=eta)
+
+    def write(self, **fields: Any) -> None:
+        row = self.transfer
+        fields["heartbeat_at"] = timezone.now()
+        updated = Transfer.objects.filter(pk=row.pk, state=State.RUNNING, claim=row.claim).update(
+            **fields
+        )
+        if not updated:
+            raise TransferStopped
+        for name, value in fields.items():
+            setattr(row, name, value)
+
+
+def _retryable(exc: ftp.FtpError) -> bool:
+    if isinstance(exc, ftp.FtpCertificateError):
+        return False
+    if isinstance(exc, ftp.FtpTransferError | ftp.FtpConnectionError):
+        return True
+    return isinstance(exc, ftp.FtpCommandError) and exc.code in (421, 425, 426, 450, 451)
+
+
+def _error_text(exc: ftp.FtpError) -> str:
+    words = f"{exc.code} {exc.reply}" if exc.code is not None else exc.reply
+    if exc.explanation and exc.explanation != exc.reply:
+        return f"{words} — {exc.explanation}"
+    return words
+
+
+def transfer_run(*, transfer_id: int) -> str:
+    """What the task calls: claim, run with bounded resumes, finish. Returns what happened
+    ("busy", "skipped", or the final state)."""
+    row, busy = transfer_claim(transfer_id=transfer_id)
+    if row is None:
+        return "busy" if busy else "skipped"
+    ticker = _Ticker(row)
+    try:
+        with _run_lock(row):
+            sha256 = _attempts(row, ticker)
+    except TransferStopped:
+        _stopped(row)
+        return Transfer.objects.get(pk=row.pk).state
+    except ftp.FtpError as exc:
+        _finish(row, State.FAILED, last_error=_error_text(exc))
+        return State.FAILED
+    except ValueError as exc:  # bad path, reserved name...
+        _finish(row, State.FAILED, last_error=str(exc))
+        return State.FAILED
+    except OSError as exc:  # the local disk
+        _finish(row, State.FAILED, last_error=f"Local file error: {exc}")
+        return State.FAILED
+    _finish(row, State.DONE, sha256=sha256, bytes_done=row.bytes_done)
+    if row.kind == Kind.UPLOAD and row.local_path:
+        with contextlib.suppress(OSError):
+            os.unlink(row.local_path)
+    return State.DONE
+
+
+def _attempts(row: Transfer, ticker: _Ticker) -> str:
+    """Attempt after attempt (each counted in the row) until done; sha256 of the file."""
+    run = {Kind.DOWNLOAD: _download, Kind.UPLOAD: _upload, Kind.COPY: _copy}[row.kind]
+    first = True
+    while True:
+        ticker.write(attempts=row.attempts + 1)
+        try:
+            return run(row, ticker, fresh=first and row.bytes_done == 0)
+        except ftp.FtpError as exc:
+            if not _retryable(exc) or row.attempts >= max_attempts():
+                raise
+            ticker.write(last_error=_error_text(exc))
+            _publish(row)
+            _sleep_checked(ticker, min(30.0, backoff_base() * 2 ** (row.attempts - 1)))
+        first = False
+
+
+def _sleep_checked(ticker: _Ticker, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, TICK_SECONDS))
+        ticker.write()  # heartbeat; raises TransferStopped on pause/cancel
+
+
+def _session(site: FtpSite) -> ftp.FtpSession:
+    return ftp.FtpSession(ftp_config(site))
+
+
+def _download(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
+    if row.local_path:
+        local = Path(row.local_path)
+    else:
+        directory = transfer_dir(owner_id=row.owner_id, transfer_id=row.pk)
+        local = directory / row.name
+        ticker.write(local_path=str(local))
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if fresh and local.exists():
+        local.unlink()
+    with _session(row.site) as session, open(local, "ab") as sink:
+        offset = sink.tell()
+        total = session.size(row.path)
+        if total is not None and total != row.bytes_total:
+            ticker.write(bytes_total=total)
+        try:
+            done = session.download(row.path, sink, offset=offset, progress=ticker)
+        except ftp.FtpTransferError as exc:
+            sink.flush()
+            good = sink.tell()
+            if exc.bytes_done is not None and exc.bytes_done < good:
+                sink.truncate(exc.bytes_done)  # the remote file changed: keep what is good
+            raise
+    size = local.stat().st_size
+    if size != done or (row.bytes_total is not None and size != row.bytes_total):
+        raise ftp.FtpTransferError(
+            f"The local file has {size} bytes, expected {row.bytes_total or done}.",
+            explanation="The downloaded file does not have the expected size.",
+            bytes_done=min(size, done),
+        )
+    ticker.write(bytes_done=size)
+    return _file_sha256(local)
+
+
+def _upload(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
+    local = Path(row.local_path)
+    size = local.stat().st_size
+    if row.bytes_total != size:
+        ticker.write(bytes_total=size)
+    with _session(row.site) as session, open(local, "rb") as source:
+        offset = 0 if fresh else min(session.upload_offset(row.path), size)
+        source.seek(offset)
+        done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
+    ticker.write(bytes_done=done)
+    return _file_sha256(local)
+
+
+class _PipeReader:
+    """The upload's source in a copy: chunks from a bounded queue, read like a file."""
+
+    def __init__(self, chunks: queue.Queue) -> None:
+        self.chunks = chunks
+        self.pending = memoryview(b"")
+        self.ended = False
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer) -> int:
+        while not self.pending and not self.ended:
+            item = self.chunks.get()
+            if item is None:
+                self.ended = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                self.pending = memoryview(item)
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        buffer = bytearray(size if size and size > 0 else 1024 * 1024)
+        n = self.readinto(buffer)
+        return bytes(buffer[:n])
+
+
+class _Hasher:
+    """sha256 of the source's bytes in order, with snapshots every HASH_CHECKPOINT bytes so a
+    resumed copy re-reads at most that much to continue the hash."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.position = 0
+        self.snapshots: dict[int, Any] = {0: hashlib.sha256()}
+
+    def rewind(self, offset: int) -> int:
+        """Back to the last snapshot at or before ``offset``; returns its position."""
+        start = max(p for p in self.snapshots if p <= offset)
+        self.digest = self.snapshots[start].copy()
+        self.position = start
+        return start
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            boundary = (self.position // HASH_CHECKPOINT + 1) * HASH_CHECKPOINT
+            take = min(len(view), boundary - self.position)
+            self.digest.update(view[:take])
+            self.position += take
+            view = view[take:]
+            if self.position == boundary:
+                self.snapshots[self.position] = self.digest.copy()
+
+
+def _copy(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
+    """Download from the source site into an upload to the target, through a bounded queue
+    (a thread reads, this thread writes); only the upload side touches the database."""
+    hasher: _Hasher = getattr(row, "_hasher", None) or _Hasher()
+    row._hasher = hasher  # kept across attempts within this run  # type: ignore[attr-defined]
+    target_site = row.target_site or row.site
+    with _session(target_site) as upload_session:
+        offset = 0 if fresh else upload_session.upload_offset(row.target_path)
+        with _session(row.site) as download_session:
+            total = download_session.size(row.path)
+            if total is not None and total != row.bytes_total:
+                ticker.write(bytes_total=total)
+            if total is not None and offset > total:
+                offset = 0  # a leftover from another file: start again
+            start = hasher.rewind(offset)
+            chunks: queue.Queue = queue.Queue(maxsize=PIPE_CHUNKS)
+            stop = threading.Event()
+            reader = threading.Thread(
+                target=_copy_reader,
+                args=(download_session, row.path, start, offset, hasher, chunks, stop),
+                name=f"transfer-{row.pk}-read",
+                daemon=True,
+            )
+            reader.start()
+            try:
+                done = upload_session.upload(
+                    row.target_path,
+                    _PipeReader(chunks),
+                    offset=offset,
+                    size=total,
+                    progress=ticker,
+                )
+            finally:
+                stop.set()
+                _drain(chunks)
+                reader.join(timeout=30)
+    if total is not None and done != total:
+        raise ftp.FtpTransferError(
+            f"Copied {done} of {total} bytes.",
+            explanation="The copy came up short; it can be resumed.",
+            bytes_done=done,
+        )
+    if hasher.position != done:
+        raise ftp.FtpTransferError(
+            f"Read {hasher.position} bytes but stored {done}.",
+            explanation="The copy could not be verified; it can be resumed.",
+            bytes_done=min(hasher.position, done),
+        )
+    ticker.write(bytes_done=done)
+    return hasher.digest.hexdigest()
+
+
+def _drain(chunks: queue.Queue) -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            chunks.get_nowait()
+
+
+def _copy_reader(
+    session: ftp.FtpSession,
+    path: str,
+    start: int,
+    skip_to: int,
+    hasher: _Hasher,
+    chunks: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    """Download ``path`` from ``start``: hash everything, queue what lies past ``skip_to``;
+    then None (end) or the exception. Stops early when ``stop`` is set."""
+
+    class Stopped(Exception):
+        pass
+
+    def put(item: object) -> None:
+        while True:
+            if stop.is_set():
+                raise Stopped
+            try:
+                chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    class Sink:
+        position = start
+
+        def write(self, data) -> int:
+            data = bytes(data)  # the engine reuses its buffer
+            hasher.update(data)
+            begin = self.position
+            self.position += len(data)
+            if self.position > skip_to:
+                put(data[max(0, skip_to - begin) :])
+            return len(data)
+
+    try:
+        session.download(path, Sink(), offset=start)
+        put(None)
+    except Stopped:
+        return
+    except BaseException as exc:  # handed to the upload side, which raises it
+        with contextlib.suppress(Stopped):
+            put(exc)
+
+
+# Finishing --------------------------------------------------------------------------------
+
+
+def _finish(row: Transfer, state: str, **fields: Any) -> None:
+    finished = Transfer.objects.filter(pk=row.pk, state=State.RUNNING, claim=row.claim).update(
+        state=state, finished_at=timezone.now(), heartbeat_at=timezone.now(), **fields
+    )
+    if finished:
+        fresh = Transfer.objects.get(pk=row.pk)
+        _publish(fresh, speed=None, eta=0 if state == State.DONE else None)
+        _kick_site_queue(fresh)
+
+
+def _stopped(row: Transfer) -> None:
+    """The owner paused or cancelled (or the row was re-queued): clean up what a cancel
+    leaves behind; a pause keeps the partial file to resume from."""
+    current = Transfer.objects.get(pk=row.pk)
+    cancelled = current.state == State.CANCELLED
+    if cancelled and current.kind == Kind.DOWNLOAD and current.local_path:
+        with contextlib.suppress(OSError):
+            os.unlink(current.local_path)
+        Transfer.objects.filter(pk=row.pk, state=State.CANCELLED).update(bytes_done=0)
+
+
+def transfer_file_path(*, transfer: Transfer) -> Path | None:
+    """The finished download's local file, or None."""
+    if transfer.kind != Kind.DOWNLOAD or transfer.state != State.DONE or not transfer.local_path:
+        return None
+    path = Path(transfer.local_path)
+    return path if path.is_file() else None
+
+
+def transfer_delete_files(*, transfer: Transfer) -> None:
+    directory = transfer_dir(owner_id=transfer.owner_id, transfer_id=transfer.pk)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+# Sweeping ---------------------------------------------------------------------------------
+
+
+def transfers_sweep_stale() -> int:
+    """Queue again running transfers whose worker stopped reporting (killed, machine lost),
+    and enqueue every queued transfer (a lost message or kick costs a minute at most)."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=lease_seconds())
+    stale = Transfer.objects.filter(state=State.RUNNING, heartbeat_at__lt=cutoff)
+    count = 0
+    for transfer_id in list(stale.values_list("pk", flat=True)):
+        # Conditional: a transfer that reported in the meantime is not swept.
+        if stale.filter(pk=transfer_id).update(state=State.QUEUED, last_error=STALE_ERROR):
+            _reload_and_publish(transfer_id)
+            count += 1
+    for transfer_id in Transfer.objects.filter(state=State.QUEUED).values_list("pk", flat=True):
+        _enqueue(transfer_id)
+    return count

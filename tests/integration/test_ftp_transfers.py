@@ -1,0 +1,513 @@
+"""Background FTP transfers: the API, the real Celery worker and real pyftpdlib servers
+(one of them cutting a data connection at 60%), and the claim's per-site limit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.db import connections
+from pyftpdlib.handlers import DTPHandler
+from pyftpdlib.log import logger
+from rest_framework.authtoken.models import Token
+from websockets.asyncio.client import connect
+
+from ftpcore import transfers
+from ftpcore.models import FtpSite, Transfer
+from tests.peers.certs import CertBundle
+from tests.peers.fixtures import USERS
+from tests.peers.ftp import FTPServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MB = 1024 * 1024
+FINISHED = {"done", "failed", "cancelled", "paused"}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB, not compressible
+    return (block * (size // len(block) + 1))[:size]
+
+
+def make_site(owner, server: FTPServer, name: str = "test") -> FtpSite:
+    return FtpSite.objects.create(
+        owner=owner,
+        name=name,
+        host=server.host,
+        port=server.port,
+        username="alice",
+        password=USERS["alice"],
+    )
+
+
+def wait_finished(transfer_id: int, timeout: float = 60) -> Transfer:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = Transfer.objects.get(pk=transfer_id)
+        if row.state in FINISHED:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"transfer {transfer_id} still {row.state} after {timeout}s")
+
+
+# --------------------------------------------------------------------------- cutting server
+
+
+class CutOnce:
+    download: int | None = None  # close the data connection once after N bytes of a RETR
+    upload: int | None = None  # ... or after N bytes received by a STOR / APPE
+
+
+class CuttingDTP(DTPHandler):
+    def send(self, data: bytes) -> int:
+        limit = CutOnce.download
+        if limit is not None and self.file_obj is not None and not self.receive:
+            left = limit - self.tot_bytes_sent
+            if left <= 0:
+                CutOnce.download = None
+                self.handle_close()  # 426: the transfer was aborted
+                return 0
+            data = data[:left]
+        return super().send(data)
+
+    def recv(self, buffer_size: int) -> bytes:
+        chunk = super().recv(buffer_size)
+        limit = CutOnce.upload
+        if limit is not None and self.receive and self.cmd in ("STOR", "APPE"):
+            left = limit - self.tot_bytes_received
+            if len(chunk) >= left:
+                CutOnce.upload = None
+                self._cut_now = True
+                chunk = chunk[:left]
+        return chunk
+
+    def handle_read(self) -> None:
+        super().handle_read()
+        if getattr(self, "_cut_now", False):
+            self._cut_now = False
+            self._resp = ("426 Connection cut by the test server.", logger.info)
+            self.close()
+
+    handle_read_event = handle_read  # DTPHandler binds its own handle_read here
+
+
+@pytest.fixture(scope="module")
+def cutting_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
+    server = FTPServer(cert=peer_cert)
+    server.handler.dtp_handler = CuttingDTP
+    server.handler.use_sendfile = False  # every byte goes through CuttingDTP.send
+    for name, password in USERS.items():
+        server.add_user(name, password)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cutting(cutting_server: FTPServer) -> Iterator[FTPServer]:
+    cutting_server.clear_homes()
+    yield cutting_server
+    CutOnce.download = None
+    CutOnce.upload = None
+
+
+# --------------------------------------------------------------------------- through the worker
+
+
+def test_download_is_done_with_the_sources_sha256(celery_worker, ftp, alice, api_as):
+    data = payload(3 * MB + 7, seed=1)
+    (ftp.homes["alice"] / "big file.bin").write_bytes(data)
+    site = make_site(alice, ftp)
+    api = api_as(alice)
+    created = api.post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "download", "site": site.pk, "path": "/big file.bin"},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["state"] == "queued" and body["path"] == "/big file.bin"
+    row = wait_finished(body["id"])
+    assert row.state == "done", row.last_error
+    assert row.sha256 == sha(data)
+    assert row.bytes_done == row.bytes_total == len(data)
+    assert row.attempts == 1 and row.finished_at is not None
+
+    shown = api.get(f"/api/v1/ftp/transfers/{row.pk}/").json()
+    assert shown["state"] == "done" and shown["sha256"] == sha(data)
+    assert [t["id"] for t in api.get("/api/v1/ftp/transfers/").json()["results"]] == [row.pk]
+    response = api.get(f"/api/v1/ftp/transfers/{row.pk}/file/")
+    assert response.status_code == 200
+    assert "attachment" in response["Content-Disposition"]
+    assert "big%20file.bin" in response["Content-Disposition"]
+    assert sha(b"".join(response.streaming_content)) == sha(data)
+
+
+def test_upload_is_done_with_the_file_on_the_server(celery_worker, ftp, alice, api_as, tmp_path):
+    data = payload(2 * MB + 3, seed=2)
+    source = tmp_path / "report.bin"
+    source.write_bytes(data)
+    (ftp.homes["alice"] / "in").mkdir()
+    site = make_site(alice, ftp)
+    api = api_as(alice)
+    with open(source, "rb") as file:
+        created = api.post(
+            "/api/v1/ftp/transfers/",
+            {"kind": "upload", "site": site.pk, "path": "/in/", "file": file},
+            format="multipart",
+        )
+    assert created.status_code == 201, created.content
+    assert created.json()["path"] == "/in/report.bin"
+    row = wait_finished(created.json()["id"])
+    assert row.state == "done", row.last_error
+    stored = ftp.homes["alice"] / "in" / "report.bin"
+    assert sha(stored.read_bytes()) == sha(data) == row.sha256
+    assert [p.name for p in (ftp.homes["alice"] / "in").iterdir()] == ["report.bin"]
+    # A finished upload has no file to fetch.
+    assert api.get(f"/api/v1/ftp/transfers/{row.pk}/file/").status_code == 404
+
+
+def test_upload_needs_a_file(ftp, alice, api_as):
+    site = make_site(alice, ftp)
+    refused = api_as(alice).post(
+        "/api/v1/ftp/transfers/", {"kind": "upload", "site": site.pk, "path": "/x"}, format="json"
+    )
+    assert refused.status_code == 400
+    assert Transfer.objects.count() == 0
+
+
+def test_copy_between_two_folders_of_one_site(celery_worker, ftp, alice, api_as):
+    data = payload(5 * MB + 1, seed=3)
+    home = ftp.homes["alice"]
+    (home / "a").mkdir()
+    (home / "b").mkdir()
+    (home / "a" / "f.bin").write_bytes(data)
+    site = make_site(alice, ftp)
+    created = api_as(alice).post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "copy", "site": site.pk, "path": "/a/f.bin", "target_path": "/b/"},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["target_path"] == "/b/f.bin"
+    assert created.json()["target_site"] == site.pk
+    row = wait_finished(created.json()["id"])
+    assert row.state == "done", row.last_error
+    assert sha((home / "b" / "f.bin").read_bytes()) == sha(data) == row.sha256
+    assert sha((home / "a" / "f.bin").read_bytes()) == sha(data)
+    assert sorted(p.name for p in (home / "b").iterdir()) == ["f.bin"]
+
+
+def test_download_cut_at_60_percent_is_resumed_and_identical(celery_worker, cutting, alice, api_as):
+    data = payload(4 * MB + 9, seed=4)
+    (cutting.homes["alice"] / "f.bin").write_bytes(data)
+    CutOnce.download = len(data) * 6 // 10
+    site = make_site(alice, cutting)
+    created = api_as(alice).post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "download", "site": site.pk, "path": "/f.bin"},
+        format="json",
+    )
+    row = wait_finished(created.json()["id"])
+    assert CutOnce.download is None  # the cut happened
+    assert row.state == "done", row.last_error
+    assert row.attempts >= 2
+    assert row.sha256 == sha(data)
+    assert row.bytes_done == len(data)
+
+
+def test_upload_cut_at_60_percent_is_resumed_and_identical(
+    celery_worker, cutting, alice, api_as, tmp_path
+):
+    data = payload(4 * MB + 5, seed=9)
+    source = tmp_path / "up.bin"
+    source.write_bytes(data)
+    CutOnce.upload = len(data) * 6 // 10
+    site = make_site(alice, cutting)
+    with open(source, "rb") as file:
+        created = api_as(alice).post(
+            "/api/v1/ftp/transfers/",
+            {"kind": "upload", "site": site.pk, "path": "/up.bin", "file": file},
+            format="multipart",
+        )
+    row = wait_finished(created.json()["id"])
+    assert CutOnce.upload is None  # the cut happened
+    assert row.state == "done", row.last_error
+    assert row.attempts >= 2
+    stored = cutting.homes["alice"] / "up.bin"
+    assert sha(stored.read_bytes()) == sha(data) == row.sha256
+    assert [p.name for p in cutting.homes["alice"].iterdir()] == ["up.bin"]
+
+
+@pytest.mark.parametrize("cut", ["download", "upload"])
+def test_copy_between_two_sites_cut_at_60_percent_is_resumed(
+    celery_worker, cutting, ftp, alice, api_as, cut
+):
+    # 9 MiB + 1: the resume point is past a hash checkpoint, so the hash is rewound.
+    data = payload(9 * MB + 1, seed=10)
+    (ftp.homes["alice"] / "src.bin").write_bytes(data)
+    source, target = make_site(alice, ftp, "a"), make_site(alice, cutting, "b")
+    if cut == "download":  # the source is the cutting server this time
+        (cutting.homes["alice"] / "src.bin").write_bytes(data)
+        source, target = target, source
+        CutOnce.download = len(data) * 6 // 10
+    else:
+        CutOnce.upload = len(data) * 6 // 10
+    created = api_as(alice).post(
+        "/api/v1/ftp/transfers/",
+        {
+            "kind": "copy",
+            "site": source.pk,
+            "path": "/src.bin",
+            "target_site": target.pk,
+            "target_path": "/copied.bin",
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    row = wait_finished(created.json()["id"])
+    assert CutOnce.download is None and CutOnce.upload is None
+    assert row.state == "done", row.last_error
+    assert row.attempts >= 2
+    home = (ftp if cut == "download" else cutting).homes["alice"]
+    assert sha((home / "copied.bin").read_bytes()) == sha(data) == row.sha256
+
+
+def test_missing_file_fails_with_550_and_retry_after_fixing_it_is_done(
+    celery_worker, ftp, alice, api_as
+):
+    site = make_site(alice, ftp)
+    api = api_as(alice)
+    created = api.post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "download", "site": site.pk, "path": "/missing.txt"},
+        format="json",
+    )
+    row = wait_finished(created.json()["id"])
+    assert row.state == "failed"
+    assert "550" in row.last_error
+    assert "—" in row.last_error  # the server's words, then the plain explanation
+    assert row.attempts == 1  # a refusal is not retried
+    shown = api.get(f"/api/v1/ftp/transfers/{row.pk}/").json()
+    assert "550" in shown["last_error"]
+
+    data = payload(MB, seed=5)
+    (ftp.homes["alice"] / "missing.txt").write_bytes(data)
+    retried = api.post(f"/api/v1/ftp/transfers/{row.pk}/retry/")
+    assert retried.status_code == 200 and retried.json()["state"] == "queued"
+    row = wait_finished(row.pk)
+    assert row.state == "done", row.last_error
+    assert row.sha256 == sha(data) and row.last_error == ""
+
+
+def test_cancelled_while_queued_never_runs(celery_worker, ftp, alice, api_as):
+    data = payload(MB, seed=6)
+    (ftp.homes["alice"] / "f.bin").write_bytes(data)
+    site = make_site(alice, ftp)
+    api = api_as(alice)
+    from django.db import transaction
+
+    with transaction.atomic():  # the task is enqueued only when this commits
+        created = api.post(
+            "/api/v1/ftp/transfers/",
+            {"kind": "download", "site": site.pk, "path": "/f.bin"},
+            format="json",
+        )
+        transfer_id = created.json()["id"]
+        cancelled = api.post(f"/api/v1/ftp/transfers/{transfer_id}/cancel/")
+        assert cancelled.json()["state"] == "cancelled"
+    # A later transfer going through proves the worker has seen the cancelled one's task.
+    later = api.post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "download", "site": site.pk, "path": "/f.bin"},
+        format="json",
+    )
+    assert wait_finished(later.json()["id"]).state == "done"
+    time.sleep(0.5)
+    row = Transfer.objects.get(pk=transfer_id)
+    assert row.state == "cancelled"
+    assert row.attempts == 0 and row.started_at is None and row.bytes_done == 0
+    # Cancelling again or pausing a cancelled transfer changes nothing.
+    assert api.post(f"/api/v1/ftp/transfers/{transfer_id}/pause/").json()["state"] == "cancelled"
+
+
+def test_pause_then_resume_completes(celery_worker, ftp, alice, api_as):
+    data = payload(MB, seed=7)
+    (ftp.homes["alice"] / "f.bin").write_bytes(data)
+    site = make_site(alice, ftp)
+    api = api_as(alice)
+    from django.db import transaction
+
+    with transaction.atomic():
+        transfer_id = api.post(
+            "/api/v1/ftp/transfers/",
+            {"kind": "download", "site": site.pk, "path": "/f.bin"},
+            format="json",
+        ).json()["id"]
+        assert api.post(f"/api/v1/ftp/transfers/{transfer_id}/pause/").json()["state"] == "paused"
+    time.sleep(1)
+    assert Transfer.objects.get(pk=transfer_id).state == "paused"
+    assert api.post(f"/api/v1/ftp/transfers/{transfer_id}/resume/").json()["state"] == "queued"
+    row = wait_finished(transfer_id)
+    assert row.state == "done" and row.sha256 == sha(data)
+
+
+def test_another_users_transfer_is_404(ftp, alice, bob, api_as):
+    site = make_site(alice, ftp)
+    row = Transfer.objects.create(owner=alice, kind="download", site=site, path="/f.bin")
+    bob_api = api_as(bob)
+    assert bob_api.get(f"/api/v1/ftp/transfers/{row.pk}/").status_code == 404
+    for action in ("cancel", "retry", "pause", "resume"):
+        assert bob_api.post(f"/api/v1/ftp/transfers/{row.pk}/{action}/").status_code == 404
+    assert bob_api.get(f"/api/v1/ftp/transfers/{row.pk}/file/").status_code == 404
+    assert bob_api.get("/api/v1/ftp/transfers/").json()["results"] == []
+    # Nor can bob start a transfer on alice's site.
+    refused = bob_api.post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "download", "site": site.pk, "path": "/f.bin"},
+        format="json",
+    )
+    assert refused.status_code == 400
+    assert Transfer.objects.get(pk=row.pk).state == "queued"
+
+
+def test_crlf_in_path_is_400(ftp, alice, api_as):
+    site = make_site(alice, ftp)
+    refused = api_as(alice).post(
+        "/api/v1/ftp/transfers/",
+        {"kind": "download", "site": site.pk, "path": "/f\r\nDELE x"},
+        format="json",
+    )
+    assert refused.status_code == 400
+
+
+# --------------------------------------------------------------------------- the claim itself
+
+
+def test_per_site_limit_one_never_runs_two_at_once(ftp, alice, settings):
+    settings.FTP_TRANSFERS_PER_SITE = 1
+    site = make_site(alice, ftp)
+    other = make_site(alice, ftp, name="other")
+    first, second = (
+        Transfer.objects.create(owner=alice, kind="download", site=site, path=f"/{n}")
+        for n in ("a", "b")
+    )
+    elsewhere = Transfer.objects.create(owner=alice, kind="download", site=other, path="/c")
+
+    claimed, busy = transfers.transfer_claim(transfer_id=first.pk)
+    assert claimed is not None and claimed.state == "running" and not busy
+    assert transfers.transfer_claim(transfer_id=second.pk) == (None, True)
+    assert Transfer.objects.get(pk=second.pk).state == "queued"
+    # Another site has its own slots; a copy into the busy site waits too.
+    assert transfers.transfer_claim(transfer_id=elsewhere.pk)[0] is not None
+    Transfer.objects.filter(pk=elsewhere.pk).update(state="done")
+    copy = Transfer.objects.create(
+        owner=alice, kind="copy", site=other, path="/c", target_site=site, target_path="/d"
+    )
+    assert transfers.transfer_claim(transfer_id=copy.pk) == (None, True)
+    # A claim never takes a row twice.
+    assert transfers.transfer_claim(transfer_id=first.pk) == (None, False)
+
+    Transfer.objects.filter(pk=first.pk).update(state="done")
+    assert transfers.transfer_claim(transfer_id=second.pk)[0] is not None
+
+
+def test_concurrent_claims_respect_the_limit(ftp, alice, settings):
+    settings.FTP_TRANSFERS_PER_SITE = 1
+    site = make_site(alice, ftp)
+    rows = [
+        Transfer.objects.create(owner=alice, kind="download", site=site, path=f"/{n}")
+        for n in range(4)
+    ]
+    barrier = threading.Barrier(len(rows))
+    results: list[bool] = []
+
+    def claim(transfer_id: int) -> None:
+        try:
+            barrier.wait()
+            results.append(transfers.transfer_claim(transfer_id=transfer_id)[0] is not None)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=claim, args=(row.pk,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == [False, False, False, True]
+    assert Transfer.objects.filter(state="running").count() == 1
+
+
+def test_sweeper_queues_a_transfer_whose_worker_died(ftp, alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    site = make_site(alice, ftp)
+    row = Transfer.objects.create(owner=alice, kind="download", site=site, path="/f")
+    claimed, _ = transfers.transfer_claim(transfer_id=row.pk)
+    old = timezone.now() - timedelta(seconds=transfers.lease_seconds() + 5)
+    Transfer.objects.filter(pk=row.pk).update(heartbeat_at=old)
+    fresh = Transfer.objects.create(owner=alice, kind="download", site=site, path="/g")
+    transfers.transfer_claim(transfer_id=fresh.pk)
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    assert transfers.transfers_sweep_stale() == 1
+    assert Transfer.objects.get(pk=row.pk).state == "queued"
+    assert Transfer.objects.get(pk=fresh.pk).state == "running"
+    # The old worker, should it still be alive, is fenced off by the new claim.
+    again, _ = transfers.transfer_claim(transfer_id=row.pk)
+    assert again.claim == claimed.claim + 1
+    with pytest.raises(transfers.TransferStopped):
+        transfers._Ticker(claimed).write(bytes_done=1)
+
+
+# --------------------------------------------------------------------------- live events
+
+
+def test_progress_reaches_the_owners_websocket(live_server_url, celery_worker, ftp, alice, api_as):
+    data = payload(8 * MB, seed=8)
+    (ftp.homes["alice"] / "f.bin").write_bytes(data)
+    site = make_site(alice, ftp)
+    token = Token.objects.create(user=alice).key
+    api = api_as(alice)
+    url = live_server_url.replace("http://", "ws://") + f"/ws/events/?token={token}"
+
+    def start() -> int:
+        try:
+            return api.post(
+                "/api/v1/ftp/transfers/",
+                {"kind": "download", "site": site.pk, "path": "/f.bin"},
+                format="json",
+            ).json()["id"]
+        finally:
+            connections.close_all()
+
+    async def scenario() -> list[dict]:
+        async with connect(url) as socket:
+            transfer_id = await asyncio.to_thread(start)
+            events: list[dict] = []
+            while not events or events[-1]["transfer"]["state"] not in FINISHED:
+                event = json.loads(await asyncio.wait_for(socket.recv(), 30))
+                ours = event.get("type") == "transfer.progress"
+                if ours and event["transfer"]["id"] == transfer_id:
+                    events.append(event)
+            return events
+
+    events = asyncio.run(scenario())
+    states = [e["transfer"]["state"] for e in events]
+    assert states[0] == "queued" and states[-1] == "done"
+    assert "running" in states
+    last = events[-1]["transfer"]
+    assert last["bytes_done"] == last["bytes_total"] == len(data)
+    assert {"id", "state", "bytes_done", "bytes_total", "speed", "eta"} <= set(last)
+    done = [e["transfer"]["bytes_done"] for e in events]
+    assert done == sorted(done)
