@@ -55,3 +55,60 @@ class ThreadAdmin(admin.ModelAdmin):
 class MessageBodyAdmin(admin.ModelAdmin):
     list_display = ["message", "fetched_at"]
     raw_id_fields = ["message"]
+
+
+from mailcore.models import (  # noqa: E402 — appended section
+    Contact,
+    ContactGroup,
+    Identity,
+    OutgoingMessage,
+    Upload,
+)
+
+
+@admin.register(Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    list_display = ["email_address", "name", "account"]
+    search_fields = ["email_address", "name", "account__owner__username"]
+    list_select_related = ["account"]
+    raw_id_fields = ["account"]
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["email_address", "name", "owner", "collected", "last_used_at"]
+    list_filter = ["collected"]
+    search_fields = ["email_address", "name", "owner__username"]
+    raw_id_fields = ["owner"]
+
+
+@admin.register(ContactGroup)
+class ContactGroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner"]
+    search_fields = ["name", "owner__username"]
+    raw_id_fields = ["owner"]
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    list_display = ["filename", "owner", "size", "content_type", "created_at"]
+    search_fields = ["filename", "owner__username"]
+    readonly_fields = ["path"]
+    raw_id_fields = ["owner"]
+
+
+@admin.register(OutgoingMessage)
+class OutgoingMessageAdmin(admin.ModelAdmin):
+    list_display = ["subject", "owner", "account", "state", "attempts", "next_attempt_at"]
+    list_display += ["sent_at"]
+    list_filter = ["state", "sent_copy_saved"]
+    search_fields = ["subject", "message_id", "owner__username", "mail_from"]
+    list_select_related = ["owner", "account"]
+    raw_id_fields = ["owner", "account", "identity"]
+    exclude = ["raw"]
+    readonly_fields = [
+        "state", "message_id", "mail_from", "recipients", "size", "attempts",
+        "first_attempt_at", "next_attempt_at", "last_error", "lease_until", "claim_token",
+        "body_sent", "accepted", "refused", "reply", "sent_at", "sent_copy_saved",
+        "sent_copy_error",
+    ]  # fmt: skip

@@ -11,6 +11,7 @@ from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from webapp.encrypted_fields import EncryptedTextField
 
@@ -220,3 +221,155 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+# Sending side: identities, people, uploads and the outbox ----------------------------------
+
+
+class Identity(models.Model):
+    """A From address (name, signature) of one account: many identities, one account."""
+
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="identities")
+    name = models.CharField(max_length=200, blank=True)
+    email_address = models.CharField(max_length=320)
+    signature = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["account_id", "email_address", "id"]
+        verbose_name_plural = "identities"
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email_address}>" if self.name else self.email_address
+
+
+class Contact(models.Model):
+    """Someone the owner writes to; sent-to addresses are collected here automatically."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_contacts"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    email_address = models.CharField(max_length=320)
+    collected = models.BooleanField(default=False)  # added by sending, not by hand
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "email_address", "id"]
+        constraints = [
+            models.UniqueConstraint("owner", Lower("email_address"), name="contact_unique_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email_address}>" if self.name else self.email_address
+
+
+class ContactGroup(models.Model):
+    """A named list of addresses and other groups' names; its name expands as a recipient."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_contact_groups"
+    )
+    name = models.CharField(max_length=200)
+    members = models.JSONField(default=list, blank=True)  # ["a@x.org", "Other group", ...]
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint("owner", Lower("name"), name="contactgroup_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Upload(models.Model):
+    """A file uploaded for a message being written, stored under DATA_DIR/uploads/<owner>/."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads"
+    )
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    path = models.CharField(max_length=1000, editable=False)  # absolute path on disk
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class OutgoingMessage(models.Model):
+    """One message in the outbox: the final MIME bytes and the state of their delivery.
+
+    See mailcore/outbox.py for the state machine and the exactly-once reasoning.
+    """
+
+    class State(models.TextChoices):
+        SCHEDULED = "scheduled"
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        RETRYING = "retrying"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        UNKNOWN = "unknown"  # connection lost after the final dot: maybe delivered
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="outgoing_messages"
+    )
+    account = models.ForeignKey(
+        MailAccount, on_delete=models.CASCADE, related_name="outgoing_messages"
+    )
+    identity = models.ForeignKey(
+        Identity, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    state = models.CharField(max_length=16, choices=State, default=State.QUEUED)
+    raw = models.BinaryField(editable=False)  # the final bytes, built once at queue time
+    message_id = models.CharField(max_length=998)
+    mail_from = models.CharField(max_length=320)
+    recipients = models.JSONField(default=list)  # envelope addresses (To + Cc + Bcc)
+    subject = models.TextField(blank=True)
+    to = models.JSONField(default=list, blank=True)  # [{name, email}]
+    cc = models.JSONField(default=list, blank=True)
+    bcc = models.JSONField(default=list, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    send_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # The claim of the worker sending it: a lease, and a token so only that worker finishes it.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)
+    body_sent = models.BooleanField(default=False)  # this attempt handed over the whole body
+    accepted = models.JSONField(default=list, blank=True)
+    refused = models.JSONField(default=list, blank=True)  # [{address, code, reply}]
+    reply = models.TextField(blank=True)  # the server's reply to the final dot
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_copy_saved = models.BooleanField(default=False)
+    sent_copy_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(state__in=["scheduled", "queued", "retrying"]),
+                name="outgoing_due",
+            ),
+            models.Index(
+                fields=["lease_until"], condition=Q(state="sending"), name="outgoing_lease"
+            ),
+            models.Index(fields=["owner", "-id"], name="outgoing_owner_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject or '(no subject)'} [{self.state}]"

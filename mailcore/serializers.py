@@ -160,3 +160,99 @@ class MessageBulkSerializer(serializers.Serializer):
     ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
     action = serializers.ChoiceField(choices=["read", "unread", "flag", "unflag", "move", "delete"])
     mailbox = serializers.IntegerField(required=False)
+
+
+# Sending side: identities, contacts, groups, uploads, the outbox ---------------------------
+
+from mailcore.models import (  # noqa: E402 — appended section
+    Contact,
+    ContactGroup,
+    Identity,
+    OutgoingMessage,
+    Upload,
+)
+
+
+class IdentitySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Identity
+        fields = ["id", "account", "name", "email_address", "signature"]
+
+    def validate_account(self, account: MailAccount) -> MailAccount:
+        request = self.context.get("request")
+        if request is not None and account.owner_id != request.user.pk:
+            raise serializers.ValidationError("No such account.")
+        return account
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and request.user.is_authenticated:
+            fields["account"].queryset = MailAccount.objects.filter(owner=request.user)
+        return fields
+
+
+class ContactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Contact
+        fields = ["id", "name", "email_address", "collected", "last_used_at"]
+        read_only_fields = ["collected", "last_used_at"]
+
+
+class ContactGroupSerializer(serializers.ModelSerializer):
+    members = serializers.ListField(child=serializers.CharField(), required=False)
+
+    class Meta:
+        model = ContactGroup
+        fields = ["id", "name", "members"]
+
+
+class UploadSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Upload
+        fields = ["id", "filename", "size", "content_type"]
+        read_only_fields = fields
+
+
+class UploadCreateSerializer(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class RecipientsField(serializers.ListField):
+    """A list of entries ("Name <a@x>", "a@x, b@y", a group's name); a string is one entry."""
+
+    child = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            data = [data]
+        return super().to_internal_value(data)
+
+
+class OutgoingMessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OutgoingMessage
+        fields = [
+            "id", "account", "identity", "state", "attempts", "next_attempt_at", "last_error",
+            "sent_at", "message_id", "subject", "to", "cc", "bcc", "send_at", "size",
+            "accepted", "refused", "reply", "sent_copy_saved", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class OutgoingMessageCreateSerializer(serializers.Serializer):
+    account = serializers.IntegerField()
+    identity = serializers.IntegerField(required=False, allow_null=True)
+    to = RecipientsField(required=False, default=list)
+    cc = RecipientsField(required=False, default=list)
+    bcc = RecipientsField(required=False, default=list)
+    subject = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    html = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=False
+    )
+    attachments = serializers.ListField(
+        child=serializers.IntegerField(), required=False, default=list
+    )
+    in_reply_to = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    send_at = serializers.DateTimeField(required=False, allow_null=True)

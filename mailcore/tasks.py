@@ -19,3 +19,28 @@ def mail_account_sync(account_id: int, job_id: int | None = None) -> None:
 @shared_task
 def mail_sync_due() -> int:
     return services.accounts_sync_due()
+
+
+# Outbox (mailcore/outbox.py): the service handles SMTP errors itself (retrying with its own
+# schedule in the row), so these tasks never retry; a lost worker is the sweeper's job.
+
+
+@shared_task
+def outbox_send(message_id: int) -> str | None:
+    from mailcore import outbox
+
+    return outbox.outbox_send(message_id=message_id)
+
+
+@shared_task
+def outbox_dispatch_due() -> int:
+    from mailcore import outbox
+
+    return outbox.outbox_dispatch_due()
+
+
+@shared_task
+def outbox_sweep_stale() -> int:
+    from mailcore import outbox
+
+    return outbox.outbox_sweep_stale()

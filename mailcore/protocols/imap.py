@@ -1729,10 +1729,21 @@ class ImapSession:
         flagged: bool = False,
         since: date | None = None,
         before: date | None = None,
+        header: tuple[str, str] | None = None,
     ) -> list[int]:
-        """UID SEARCH, ascending uids; non-ASCII text goes as a UTF-8 literal."""
+        """UID SEARCH, ascending uids; non-ASCII text goes as a UTF-8 literal.
+
+        `header` is (name, value), e.g. ("Message-ID", "<id@host>") to find a sent copy.
+        """
         self._require_selected()
         criteria: list[bytes] = []
+        if header is not None:
+            name, value = header
+            _no_ctl(name, "header name")
+            _no_ctl(value, "header value")
+            if not name.isascii() or not value.isascii():
+                raise ValueError("header search takes ASCII names and values")
+            criteria += [b"HEADER", _astring(name), _astring(value)]
         if unseen:
             criteria.append(b"UNSEEN")
         if flagged:

@@ -848,3 +848,23 @@ def test_fetch_10000_summaries_in_batches(dovecot: DovecotServer, folder: str) -
     # ~1.1-1.5 s on an idle machine (IMAPClient needs ~2.6 s for the fetch alone); the
     # bound only catches a collapse such as a round trip per message.
     assert elapsed < 8
+
+
+def test_search_by_header_finds_a_message_id(dovecot):
+    user = f"h{uuid.uuid4().hex[:8]}"
+    dovecot.add_user(user, "pw")
+    dovecot.seed_messages(
+        user, "INBOX", [_hdr_message("<one@example.org>"), _hdr_message("<two@example.org>")]
+    )
+    config = ImapConfig(
+        host=dovecot.host, port=dovecot.imap_port, security="none", username=user, password="pw"
+    )
+    with ImapSession(config) as session:
+        session.select("INBOX")
+        assert session.search(header=("Message-ID", "<two@example.org>")) == [2]
+        with pytest.raises(ValueError):
+            session.search(header=("Message-ID", "<x>\r\nA1 LOGOUT"))
+
+
+def _hdr_message(message_id: str) -> bytes:
+    return f"From: a@example.org\r\nMessage-ID: {message_id}\r\nSubject: s\r\n\r\nbody\r\n".encode()

@@ -1,0 +1,417 @@
+"""The outbox against real aiosmtpd (STARTTLS + AUTH), real Dovecot and a real Celery worker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from datetime import timedelta
+from email import message_from_bytes, policy
+
+import pytest
+from django.utils import timezone
+
+from mailcore import outbox
+from mailcore.models import Contact, OutgoingMessage
+from tests.peers.ports import HOST
+from tests.peers.smtp import SMTPServer
+
+State = OutgoingMessage.State
+
+
+@pytest.fixture
+def account(imap_account, smtp):
+    """alice's account on a fresh Dovecot user, sending through the aiosmtpd peer."""
+    imap_account.smtp_host = HOST
+    imap_account.smtp_port = smtp.port
+    imap_account.smtp_security = "starttls"
+    imap_account.smtp_username = "alice"
+    imap_account.smtp_password = "secret-alice"
+    imap_account.smtp_tls_fingerprint = smtp.fingerprint
+    imap_account.display_name = "Alice Liddell"
+    imap_account.save()
+    return imap_account
+
+
+@pytest.fixture(scope="module")
+def plain_server():
+    with SMTPServer(starttls=False) as server:
+        yield server
+
+
+@pytest.fixture
+def no_undo(settings):
+    settings.OUTBOX_UNDO_SECONDS = 0
+    settings.OUTBOX_RETRY_DELAYS = [1]
+
+
+def create(account, **fields):
+    values = {"to": ["bob@example.org"], "subject": "Hello", "text": "Hi Bob."}
+    values.update(fields)
+    return outbox.outbox_create(owner=account.owner, account=account, **values)
+
+
+def make_due(message):
+    OutgoingMessage.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())
+
+
+def reload(message):
+    return OutgoingMessage.objects.get(pk=message.pk)
+
+
+# --------------------------------------------------------------------------- services
+
+
+@pytest.mark.django_db
+def test_one_hundred_recipients_in_one_transaction(account, smtp, no_undo):
+    recipients = [f"r{n}@example.org" for n in range(100)]
+    message = create(account, to=recipients[:50], cc=recipients[50:90], bcc=recipients[90:])
+    assert outbox.outbox_send(message_id=message.pk) == State.SENT
+    [captured] = smtp.wait_for_messages(1)
+    assert sorted(captured.rcpt_tos) == sorted(recipients)
+    assert b"r95@example.org" not in captured.data  # Bcc never in the headers
+    message = reload(message)
+    assert message.state == State.SENT and len(message.accepted) == 100 and message.sent_at
+    assert Contact.objects.filter(owner=account.owner, collected=True).count() == 100
+
+
+@pytest.mark.django_db
+def test_some_recipients_refused_the_rest_delivered(account, smtp, no_undo):
+    smtp.refuse_recipient("carol@example.org", 550, "5.1.1 No such user here")
+    message = create(account, to=["bob@example.org", "carol@example.org"])
+    assert outbox.outbox_send(message_id=message.pk) == State.SENT
+    [captured] = smtp.wait_for_messages(1)
+    assert list(captured.rcpt_tos) == ["bob@example.org"]
+    message = reload(message)
+    assert message.refused == [
+        {"address": "carol@example.org", "code": 550, "reply": "5.1.1 No such user here"}
+    ]
+
+
+@pytest.mark.django_db
+def test_451_twice_then_success_delivers_exactly_once(account, smtp, no_undo):
+    smtp.fail_next("DATA", 451, "4.3.0 Try again later", times=2)
+    message = create(account)
+    assert outbox.outbox_send(message_id=message.pk) == State.RETRYING
+    # Not due yet: a second run (a duplicate task) does nothing.
+    assert outbox.outbox_send(message_id=message.pk) is None
+    row = reload(message)
+    assert row.attempts == 1 and "451 4.3.0 Try again later" in row.last_error
+    assert row.next_attempt_at > timezone.now()
+    make_due(message)
+    assert outbox.outbox_send(message_id=message.pk) == State.RETRYING
+    make_due(message)
+    assert outbox.outbox_send(message_id=message.pk) == State.SENT
+    make_due(message)
+    assert outbox.outbox_send(message_id=message.pk) is None
+    assert len(smtp.wait_for_messages(1)) == 1
+    time.sleep(0.3)
+    assert len(smtp.messages) == 1
+    row = reload(message)
+    assert row.state == State.SENT and row.attempts == 3 and row.last_error == ""
+
+
+@pytest.mark.django_db
+def test_transient_failures_give_up_after_the_limit(account, smtp, no_undo, settings):
+    settings.OUTBOX_GIVE_UP_AFTER = 3600
+    smtp.fail_next("MAIL", 421, "4.7.0 Busy", times=5)
+    message = create(account)
+    assert outbox.outbox_send(message_id=message.pk) == State.RETRYING
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        first_attempt_at=timezone.now() - timedelta(days=5), next_attempt_at=timezone.now()
+    )
+    assert outbox.outbox_send(message_id=message.pk) == State.FAILED
+    row = reload(message)
+    assert row.last_error.startswith("Gave up after 2 attempts") and "Busy" in row.last_error
+
+
+@pytest.mark.django_db
+def test_550_fails_at_once_with_the_servers_text(account, smtp, no_undo):
+    smtp.fail_next("DATA", 550, "5.7.1 Message rejected as spam")
+    message = create(account)
+    assert outbox.outbox_send(message_id=message.pk) == State.FAILED
+    row = reload(message)
+    assert row.last_error == "550 5.7.1 Message rejected as spam"
+    assert row.next_attempt_at is None and smtp.messages == []
+
+
+@pytest.mark.django_db
+def test_connection_cut_mid_data_is_retried_and_delivered_once(
+    account, plain_server, fault_proxy_factory, no_undo
+):
+    plain_server.reset()
+    proxy = fault_proxy_factory(HOST, plain_server.port)
+    account.smtp_port, account.smtp_security = proxy.port, "none"
+    account.smtp_username = account.smtp_password = account.smtp_tls_fingerprint = ""
+    account.save()
+    upload = outbox.upload_create(
+        owner=account.owner, filename="big.bin", chunks=[os.urandom(400_000)]
+    )
+    message = create(account, uploads=[upload])
+    proxy.cut_after(128_000, "up", once=True)
+    assert outbox.outbox_send(message_id=message.pk) == State.RETRYING
+    assert "Connection lost" in reload(message).last_error
+    assert plain_server.messages == []
+    make_due(message)
+    assert outbox.outbox_send(message_id=message.pk) == State.SENT
+    assert len(plain_server.wait_for_messages(1)) == 1
+    time.sleep(0.3)
+    assert len(plain_server.messages) == 1
+
+
+@pytest.mark.django_db
+def test_unknown_outcome_is_not_resent_and_is_resolved_from_sent(account, dovecot, no_undo):
+    message = create(account)
+    # As if the connection died after the final dot:
+    OutgoingMessage.objects.filter(pk=message.pk).update(state=State.UNKNOWN)
+    assert outbox.outbox_send(message_id=message.pk) is None
+    assert outbox.outbox_resolve_unknown(message=reload(message)) == State.UNKNOWN
+    dovecot.append(account.username, "Sent", bytes(reload(message).raw))
+    assert outbox.outbox_resolve_unknown(message=reload(message)) == State.SENT
+    assert reload(message).sent_copy_saved
+
+
+@pytest.mark.django_db
+def test_sent_copy_is_saved_once(account, smtp, dovecot, no_undo):
+    message = create(account)
+    assert outbox.outbox_send(message_id=message.pk) == State.SENT
+    assert dovecot.message_count(account.username, "Sent") == 1
+    # The service again, and the copy step again (even with its flag given back).
+    make_due(message)
+    assert outbox.outbox_send(message_id=message.pk) is None
+    assert outbox.outbox_save_sent_copy(message_id=message.pk) is False
+    OutgoingMessage.objects.filter(pk=message.pk).update(sent_copy_saved=False)
+    assert outbox.outbox_save_sent_copy(message_id=message.pk) is True
+    assert dovecot.message_count(account.username, "Sent") == 1
+    assert len(smtp.messages) == 1
+
+
+@pytest.mark.django_db
+def test_scheduled_and_cancelled_never_reach_the_server(account, smtp, settings):
+    settings.OUTBOX_UNDO_SECONDS = 10
+    undo = create(account)
+    later = create(account, send_at=timezone.now() + timedelta(hours=1))
+    assert undo.state == State.SCHEDULED and later.state == State.SCHEDULED
+    assert outbox.outbox_send(message_id=later.pk) is None
+    assert outbox.outbox_cancel(message=undo).state == State.CANCELLED
+    make_due(undo)
+    assert outbox.outbox_send(message_id=undo.pk) is None
+    assert outbox.outbox_dispatch_due() == 0
+    time.sleep(0.3)
+    assert smtp.messages == []
+    assert reload(later).state == State.SCHEDULED
+
+
+@pytest.mark.django_db
+def test_cancel_while_sending_is_a_conflict(account, api_as, settings):
+    settings.OUTBOX_UNDO_SECONDS = 10
+    message = create(account)
+    OutgoingMessage.objects.filter(pk=message.pk).update(state=State.SENDING)
+    response = api_as(account.owner).post(f"/api/v1/mail/outbox/{message.pk}/cancel/")
+    assert response.status_code == 409
+    assert "being sent" in response.json()["detail"]
+
+
+# --------------------------------------------------------------------------- the API
+
+
+@pytest.mark.django_db
+def test_ten_megabyte_attachment_and_non_ascii_round_trip(account, smtp, api_as, no_undo):
+    client = api_as(account.owner)
+    content = os.urandom(10 * 1024 * 1024)
+    name = "Ünïcödé résumé — 日本.bin"
+    upload_file = io.BytesIO(content)
+    upload_file.name = name
+    response = client.post("/api/v1/uploads/", {"file": upload_file}, format="multipart")
+    assert response.status_code == 201, response.content
+    upload = response.json()
+    assert upload["filename"] == name and upload["size"] == len(content)
+    identity = client.post(
+        "/api/v1/mail/identities/",
+        {
+            "account": account.pk,
+            "name": "Алиса Льюис",
+            "email_address": "alice.alias@example.org",
+            "signature": "Cheers, Алиса",
+        },
+        format="json",
+    )
+    assert identity.status_code == 201, identity.content
+    response = client.post(
+        "/api/v1/mail/outbox/",
+        {
+            "account": account.pk,
+            "identity": identity.json()["id"],
+            "to": ["Zoë Ångström <zoe@example.org>"],
+            "subject": "Grüße aus Köln — 東京",
+            "text": "Hallo Zoë!",
+            "attachments": [upload["id"]],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["state"] == State.QUEUED and body["message_id"]
+    assert outbox.outbox_send(message_id=body["id"]) == State.SENT
+    [captured] = smtp.wait_for_messages(1)
+    parsed = message_from_bytes(captured.data, policy=policy.default)
+    assert str(parsed["Subject"]) == "Grüße aus Köln — 東京"
+    assert parsed["From"].addresses[0].display_name == "Алиса Льюис"
+    assert parsed["From"].addresses[0].addr_spec == "alice.alias@example.org"
+    assert parsed["Message-ID"].strip() == body["message_id"]
+    [part] = list(parsed.iter_attachments())
+    assert part.get_filename() == name
+    assert hashlib.sha256(part.get_payload(decode=True)).digest() == (
+        hashlib.sha256(content).digest()
+    )
+    assert "Cheers, Алиса" in parsed.get_body(("plain",)).get_content()
+
+
+@pytest.mark.django_db
+def test_header_injection_and_bad_addresses_are_400(account, api_as):
+    client = api_as(account.owner)
+    url = "/api/v1/mail/outbox/"
+    injected = client.post(
+        url,
+        {"account": account.pk, "to": ["bob@example.org"], "subject": "Hi\r\nBcc: x@evil.org"},
+        format="json",
+    )
+    assert injected.status_code == 400
+    assert "line breaks" in injected.json()["detail"]
+    bad = client.post(
+        url, {"account": account.pk, "to": ["bob@", "ok@example.org", "x y@z.org"]}, format="json"
+    )
+    assert bad.status_code == 400
+    assert set(bad.json()["errors"]["addresses"]) == {"bob@", "x y@z.org"}
+    assert OutgoingMessage.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_group_name_as_recipient_expands(account, smtp, api_as, no_undo):
+    client = api_as(account.owner)
+    assert (
+        client.post(
+            "/api/v1/mail/groups/", {"name": "Inner", "members": ["c@example.org", "Outer"]},
+            format="json",
+        ).status_code
+        == 201
+    )  # fmt: skip
+    client.post(
+        "/api/v1/mail/groups/", {"name": "Outer", "members": ["a@example.org", "Inner"]},
+        format="json",
+    )  # fmt: skip
+    response = client.post(
+        "/api/v1/mail/outbox/", {"account": account.pk, "to": ["Outer"]}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert [a["email"] for a in response.json()["to"]] == ["a@example.org", "c@example.org"]
+
+
+@pytest.mark.django_db
+def test_bob_gets_404_everywhere(account, bob, api_as, settings):
+    settings.OUTBOX_UNDO_SECONDS = 10
+    alice_client, bob_client = api_as(account.owner), api_as(bob)
+    message = create(account)
+    identity = alice_client.post(
+        "/api/v1/mail/identities/",
+        {"account": account.pk, "email_address": "a2@example.org"},
+        format="json",
+    ).json()
+    contact = alice_client.post(
+        "/api/v1/mail/contacts/", {"name": "C", "email_address": "c@example.org"}, format="json"
+    ).json()
+    group = alice_client.post(
+        "/api/v1/mail/groups/", {"name": "G", "members": []}, format="json"
+    ).json()
+    upload_file = io.BytesIO(b"hello")
+    upload_file.name = "a.txt"
+    upload = alice_client.post("/api/v1/uploads/", {"file": upload_file}, format="multipart")
+    upload = upload.json()
+    for url in [
+        f"/api/v1/mail/outbox/{message.pk}/",
+        f"/api/v1/mail/identities/{identity['id']}/",
+        f"/api/v1/mail/contacts/{contact['id']}/",
+        f"/api/v1/mail/groups/{group['id']}/",
+        f"/api/v1/uploads/{upload['id']}/",
+    ]:
+        assert bob_client.get(url).status_code == 404, url
+    assert bob_client.post(f"/api/v1/mail/outbox/{message.pk}/cancel/").status_code == 404
+    assert bob_client.get("/api/v1/mail/outbox/").json()["results"] == []
+    # bob cannot send from alice's account, nor with her uploads or identities.
+    for payload in [
+        {"account": account.pk, "to": ["x@example.org"]},
+    ]:
+        assert bob_client.post("/api/v1/mail/outbox/", payload, format="json").status_code == 404
+    bob_account = type(account).objects.create(
+        owner=bob, name="B", email_address="bob@example.org", incoming_host="h",
+        username="b", password="p",
+    )  # fmt: skip
+    for extra in [{"attachments": [upload["id"]]}, {"identity": identity["id"]}]:
+        response = bob_client.post(
+            "/api/v1/mail/outbox/",
+            {"account": bob_account.pk, "to": ["x@example.org"], **extra},
+            format="json",
+        )
+        assert response.status_code in (400, 404), extra
+    assert (
+        bob_client.post(
+            "/api/v1/mail/identities/", {"account": account.pk, "email_address": "z@example.org"},
+            format="json",
+        ).status_code
+        in (400, 404)
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the real worker
+
+
+def wait_state(message, state, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = reload(message)
+        if row.state == state:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"still {reload(message).state}, wanted {state}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_sends_a_queued_message(account, smtp, dovecot, api_as, celery_worker, no_undo):
+    response = api_as(account.owner).post(
+        "/api/v1/mail/outbox/",
+        {"account": account.pk, "to": ["bob@example.org"], "subject": "Via worker"},
+        format="json",
+    )
+    assert response.status_code == 201
+    row = wait_state(OutgoingMessage(pk=response.json()["id"]), State.SENT)
+    assert len(smtp.wait_for_messages(1)) == 1
+    # The flag is taken before the APPEND, so wait for the copy itself.
+    deadline = time.monotonic() + 10
+    while dovecot.message_count(account.username, "Sent") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dovecot.message_count(account.username, "Sent") == 1
+    assert reload(row).sent_copy_saved and reload(row).sent_copy_error == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeper_requeues_a_row_stuck_in_sending(account, smtp, celery_worker, settings):
+    settings.OUTBOX_UNDO_SECONDS = 3600  # nothing is enqueued at create time
+    message = create(account)
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        state=State.SENDING,
+        attempts=1,
+        claim_token="dead-worker",
+        lease_until=timezone.now() + timedelta(minutes=5),
+    )
+    assert outbox.outbox_sweep_stale() == 0  # the lease still runs
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert outbox.outbox_sweep_stale() == 1
+    row = wait_state(message, State.SENT)
+    assert row.attempts == 2
+    assert len(smtp.wait_for_messages(1)) == 1
+    time.sleep(0.5)
+    assert len(smtp.messages) == 1
+    assert outbox.outbox_sweep_stale() == 0
