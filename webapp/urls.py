@@ -9,5 +9,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
     path("", include("mailcore.urls")),
+    path("", include("ftpcore.urls")),
     path("", include("webapp.core.urls")),
 ]

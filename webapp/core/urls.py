@@ -7,7 +7,6 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("files/", views.files_index, name="files"),
     path("settings/", views.settings_index, name="settings"),
     path("settings/token/", views.settings_token_regenerate, name="settings-token"),
     path("settings/check/", views.settings_check_start, name="settings-check"),

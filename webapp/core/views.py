@@ -18,11 +18,6 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def files_index(request: HttpRequest) -> HttpResponse:
-    return render(request, "files/index.html")
-
-
-@login_required
 def settings_index(request: HttpRequest) -> HttpResponse:
     jobs = job_selectors.job_list(user=request.user)[:RECENT_JOBS]
     token = getattr(request.user, "auth_token", None)
