@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -256,14 +257,14 @@ def main() -> None:
                 rng = random.Random(3)
                 typical = (
                     [  # words people search for: not the handful in every message
-                        "+".join(rng.sample(WORDS[30:], k=rng.randint(1, 2))) for _ in range(500)
+                        " ".join(rng.sample(WORDS[30:], k=rng.randint(1, 2))) for _ in range(500)
                     ]
                     + [name.split()[-1] for name in NAMES]
                 )
                 common = [rng.choice(COMMON[:5]) for _ in range(100)]
 
                 def searches(words: list[str]) -> list[str]:
-                    return [f"/api/v1/mail/messages/?q={q}&page_size=50" for q in words]
+                    return [f"/api/v1/mail/messages/?q={quote(q)}&page_size=50" for q in words]
 
                 wrk(port, token.key, lists, connections=2, seconds=3)  # warm up
                 print(f"\nHTTP against uvicorn (2 processes), {args.big} messages in one folder:")
