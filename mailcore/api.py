@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from mailcore import selectors, services
 from mailcore.models import Attachment, Message
-from mailcore.protocols import imap
+from mailcore.protocols import imap, smtp
 from mailcore.serializers import (
     AttachmentSerializer,
     MailAccountSerializer,
@@ -42,21 +42,26 @@ DANGEROUS_TYPES = (
 )
 
 
-def remote_refusal(exc: imap.ImapError) -> RemoteRefusal:
-    if isinstance(exc, imap.ImapCertificateError):
-        return RemoteRefusal(exc.reply, "untrusted_certificate", fingerprint=exc.fingerprint)
-    if isinstance(exc, imap.ImapAuthError):
-        return RemoteRefusal(exc.reply, "auth_failed")
+def remote_refusal(exc: imap.ImapError | smtp.SmtpError) -> RemoteRefusal:
+    """A mail server's refusal as a 502; SMTP's say so ("SMTP: …"), IMAP's are the default."""
+    if isinstance(exc, smtp.SmtpError):
+        detail, server = f"SMTP: {exc.reply}", {"server": "smtp"}
+    else:
+        detail, server = exc.reply, {"server": "incoming"}
+    if isinstance(exc, imap.ImapCertificateError | smtp.SmtpCertificateError):
+        return RemoteRefusal(detail, "untrusted_certificate", fingerprint=exc.fingerprint, **server)
+    if isinstance(exc, imap.ImapAuthError | smtp.SmtpAuthError):
+        return RemoteRefusal(detail, "auth_failed", **server)
     if isinstance(exc, imap.ImapConnectionError):
-        return RemoteRefusal(exc.reply, "unreachable")
-    return RemoteRefusal(exc.reply, "remote_error")
+        return RemoteRefusal(detail, "unreachable", **server)
+    return RemoteRefusal(detail, "remote_error", **server)
 
 
 class MailErrorsMixin:
     """The server's refusal becomes 502 with its words; a bad name or path becomes 400."""
 
     def handle_exception(self, exc):
-        if isinstance(exc, imap.ImapError):
+        if isinstance(exc, imap.ImapError | smtp.SmtpError):
             exc = remote_refusal(exc)
         elif isinstance(exc, ValueError):
             exc = ValidationError({"detail": str(exc)})
@@ -80,7 +85,10 @@ class MailAccountViewSet(MailErrorsMixin, viewsets.ModelViewSet):
 
     @extend_schema(
         request=None,
-        responses=inline_serializer("AccountCheck", {"incoming": serializers.CharField()}),
+        responses=inline_serializer(
+            "AccountCheck",
+            {"incoming": serializers.CharField(), "smtp": serializers.CharField()},
+        ),
     )
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
@@ -137,7 +145,7 @@ def _flag(request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in {"1", "true", "yes"}
 
 
-def _int_param(request, name: str) -> int | None:
+def int_param(request, name: str) -> int | None:
     value = request.query_params.get(name)
     if value is None:
         return None
@@ -217,9 +225,9 @@ class MessageViewSet(
                 "mailbox", "account"
             )
         filters = selectors.MessageFilter(
-            mailbox=_int_param(request, "mailbox"),
-            account=_int_param(request, "account"),
-            thread=_int_param(request, "thread"),
+            mailbox=int_param(request, "mailbox"),
+            account=int_param(request, "account"),
+            thread=int_param(request, "thread"),
             query=request.query_params.get("q", ""),
             unread=_flag(request, "unread"),
             flagged=_flag(request, "flagged"),
@@ -351,212 +359,3 @@ class AttachmentViewSet(MailErrorsMixin, viewsets.GenericViewSet):
 def _attachment_disposition(filename: str) -> str:
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
-
-
-# Sending side: outbox, uploads, identities, contacts, groups -------------------------------
-
-from django.db.models import Q  # noqa: E402 — appended section
-from django.shortcuts import get_object_or_404  # noqa: E402
-from rest_framework.exceptions import APIException  # noqa: E402
-from rest_framework.parsers import FormParser, MultiPartParser  # noqa: E402
-
-from mailcore import outbox, people  # noqa: E402
-from mailcore.models import OutgoingMessage, Upload  # noqa: E402
-from mailcore.protocols.compose import AddressError, HeaderInjection  # noqa: E402
-from mailcore.serializers import (  # noqa: E402
-    ContactGroupSerializer,
-    ContactSerializer,
-    IdentitySerializer,
-    OutgoingMessageCreateSerializer,
-    OutgoingMessageSerializer,
-    UploadCreateSerializer,
-    UploadSerializer,
-)
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
-class PeopleErrorsMixin(MailErrorsMixin):
-    """Bad addresses are listed one by one; a line break in a header is a clear 400."""
-
-    def handle_exception(self, exc):
-        if isinstance(exc, AddressError):
-            count = len(exc.errors)
-            exc = ValidationError(
-                {
-                    "detail": f"{count} invalid address{'es' if count != 1 else ''}: {exc}",
-                    "addresses": exc.errors,
-                }
-            )
-        elif isinstance(exc, HeaderInjection):
-            exc = ValidationError({"detail": f"Header injection refused: {exc}"})
-        elif isinstance(exc, outbox.OutboxConflict):
-            exc = Conflict(str(exc))
-        return super().handle_exception(exc)
-
-
-class OutboxViewSet(
-    PeopleErrorsMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
-    serializer_class = OutgoingMessageSerializer
-    lookup_value_converter = "int"
-
-    def get_queryset(self):
-        messages = OutgoingMessage.objects.filter(owner=self.request.user).defer("raw")
-        state = self.request.query_params.get("state")
-        if state:
-            messages = messages.filter(state=state)
-        account = _int_param(self.request, "account")
-        if account is not None:
-            messages = messages.filter(account_id=account)
-        return messages.order_by("-id")
-
-    @extend_schema(parameters=[OpenApiParameter("state", str), OpenApiParameter("account", int)])
-    def list(self, request, *args, **kwargs):
-        return super().list(request, *args, **kwargs)
-
-    @extend_schema(
-        request=OutgoingMessageCreateSerializer, responses={201: OutgoingMessageSerializer}
-    )
-    def create(self, request):
-        form = OutgoingMessageCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        data = form.validated_data
-        user = request.user
-        account = selectors.account_get(user=user, account_id=data["account"])
-        identity = None
-        if data.get("identity"):
-            try:
-                identity = people.identity_list(user=user).get(pk=data["identity"])
-            except people.Identity.DoesNotExist:
-                raise ValidationError({"identity": "No such identity."}) from None
-        upload_ids = list(dict.fromkeys(data.get("attachments") or []))
-        uploads = list(Upload.objects.filter(owner=user, pk__in=upload_ids))
-        if len(uploads) != len(upload_ids):
-            raise ValidationError({"attachments": "No such upload."})
-        uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
-        message = outbox.outbox_create(
-            owner=user,
-            account=account,
-            identity=identity,
-            to=data.get("to") or [],
-            cc=data.get("cc") or [],
-            bcc=data.get("bcc") or [],
-            subject=data.get("subject", ""),
-            text=data.get("text", ""),
-            html=data.get("html") or None,
-            uploads=uploads,
-            in_reply_to=data.get("in_reply_to") or None,
-            send_at=data.get("send_at"),
-        )
-        return Response(OutgoingMessageSerializer(message).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses=OutgoingMessageSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        message = outbox.outbox_cancel(message=self.get_object())
-        return Response(OutgoingMessageSerializer(message).data)
-
-    @extend_schema(request=None, responses=OutgoingMessageSerializer)
-    @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
-        message = outbox.outbox_retry(message=self.get_object())
-        return Response(OutgoingMessageSerializer(message).data)
-
-    @extend_schema(request=None, responses=OutgoingMessageSerializer)
-    @action(detail=True, methods=["post"])
-    def resolve(self, request, pk=None):
-        """For an `unknown` message: look for its Message-ID in the Sent folder."""
-        message = self.get_object()
-        outbox.outbox_resolve_unknown(message=message)
-        message.refresh_from_db()
-        return Response(OutgoingMessageSerializer(message).data)
-
-
-class UploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
-    serializer_class = UploadSerializer
-    lookup_value_converter = "int"
-    parser_classes = [MultiPartParser, FormParser]
-
-    def get_queryset(self):
-        return Upload.objects.filter(owner=self.request.user)
-
-    @extend_schema(request=UploadCreateSerializer, responses={201: UploadSerializer})
-    def create(self, request):
-        form = UploadCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        file = form.validated_data["file"]
-        upload = outbox.upload_create(
-            owner=request.user,
-            filename=file.name,
-            chunks=file.chunks(),
-            content_type=getattr(file, "content_type", "") or "",
-        )
-        return Response(UploadSerializer(upload).data, status=status.HTTP_201_CREATED)
-
-    def perform_destroy(self, instance):
-        from pathlib import Path
-
-        Path(instance.path).unlink(missing_ok=True)
-        instance.delete()
-
-
-class IdentityViewSet(PeopleErrorsMixin, viewsets.ModelViewSet):
-    serializer_class = IdentitySerializer
-    lookup_value_converter = "int"
-
-    def get_queryset(self):
-        return people.identity_list(user=self.request.user)
-
-    def perform_create(self, serializer):
-        account = get_object_or_404(
-            selectors.account_list(user=self.request.user),
-            pk=serializer.validated_data["account"].pk,
-        )
-        data = dict(serializer.validated_data, account=account)
-        serializer.instance = people.identity_create(**data)
-
-    def perform_update(self, serializer):
-        people.identity_update(identity=serializer.instance, **serializer.validated_data)
-
-
-class ContactViewSet(PeopleErrorsMixin, viewsets.ModelViewSet):
-    serializer_class = ContactSerializer
-    lookup_value_converter = "int"
-
-    def get_queryset(self):
-        contacts = people.contact_list(user=self.request.user)
-        query = self.request.query_params.get("q", "").strip()
-        if query:
-            contacts = contacts.filter(Q(name__icontains=query) | Q(email_address__icontains=query))
-        return contacts
-
-    def perform_create(self, serializer):
-        serializer.instance = people.contact_create(
-            owner=self.request.user, **serializer.validated_data
-        )
-
-    def perform_update(self, serializer):
-        people.contact_update(contact=serializer.instance, **serializer.validated_data)
-
-
-class ContactGroupViewSet(PeopleErrorsMixin, viewsets.ModelViewSet):
-    serializer_class = ContactGroupSerializer
-    lookup_value_converter = "int"
-
-    def get_queryset(self):
-        return people.group_list(user=self.request.user)
-
-    def perform_create(self, serializer):
-        serializer.instance = people.group_create(
-            owner=self.request.user, **serializer.validated_data
-        )
-
-    def perform_update(self, serializer):
-        people.group_update(group=serializer.instance, **serializer.validated_data)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import nh3
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -17,7 +18,7 @@ from django.utils import timezone
 from mailcore.conversations import threads_refresh
 from mailcore.events import mailbox_counts_publish
 from mailcore.models import Attachment, MailAccount, Mailbox, Message, MessageBody
-from mailcore.protocols import imap, mime
+from mailcore.protocols import imap, mime, smtp
 from mailcore.protocols.sanitize import SafeHtml, sanitize_html
 from mailcore.sync import account_sync, imap_config
 from webapp.jobs.models import Job
@@ -61,9 +62,17 @@ def account_delete(*, account: MailAccount) -> None:
 
 
 def account_check(*, account: MailAccount) -> dict[str, str]:
-    """Log in to the incoming server; raises the engine's error with the server's words."""
+    """Log in to the incoming server, then to the SMTP server (or the site-wide relay).
+
+    Raises the engine's error with the server's words; SMTP errors say they are SMTP's.
+    """
+    from mailcore.outbox import smtp_config
+
     imap.check_login(imap_config(account))
-    return {"incoming": "ok"}
+    if not account.smtp_host and not settings.SATCHEL_RELAY_HOST:
+        return {"incoming": "ok", "smtp": "not configured"}
+    smtp.check_login(smtp_config(account))
+    return {"incoming": "ok", "smtp": "ok"}
 
 
 def account_sync_start(*, account: MailAccount) -> Job:

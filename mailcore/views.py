@@ -25,7 +25,7 @@ from mailcore.forms import (
     TrustCertificateForm,
 )
 from mailcore.models import MailAccount
-from mailcore.protocols import imap
+from mailcore.protocols import imap, smtp
 from mailcore.protocols.sanitize import text_to_html
 from mailcore.serializers import MailAccountSerializer
 
@@ -133,12 +133,21 @@ def _check(account: MailAccount) -> dict[str, Any]:
     """Log in to the account's server: ok, or the server's own words (and an untrusted
     certificate's fingerprint, so the person can choose to trust it)."""
     try:
-        services.account_check(account=account)
+        result = services.account_check(account=account)
     except imap.ImapCertificateError as exc:
         return {"ok": False, "detail": exc.reply, "fingerprint": exc.fingerprint}
     except imap.ImapError as exc:
         return {"ok": False, "detail": exc.reply}
-    return {"ok": True, "detail": f"Logged in to {account.incoming_host} as {account.username}."}
+    except smtp.SmtpCertificateError as exc:
+        detail = f"Sending (SMTP): {exc.reply} Its certificate's SHA-256 is {exc.fingerprint}."
+        return {"ok": False, "detail": detail}
+    except smtp.SmtpError as exc:
+        return {"ok": False, "detail": f"Sending (SMTP): {exc.reply}"}
+    sending = " and to its SMTP server" if result["smtp"] == "ok" else ""
+    return {
+        "ok": True,
+        "detail": f"Logged in to {account.incoming_host} as {account.username}{sending}.",
+    }
 
 
 def _account_result(request: HttpRequest, account: MailAccount, **context: Any) -> HttpResponse:

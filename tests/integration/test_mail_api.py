@@ -43,7 +43,8 @@ def test_account_create_keeps_the_password_secret(alice, api_as, dovecot):
     assert body["sync_state"] == "idle"
     account_id = body["id"]
     assert api_as(alice).post(f"/api/v1/mail/accounts/{account_id}/test/").json() == {
-        "incoming": "ok"
+        "incoming": "ok",
+        "smtp": "not configured",
     }
 
 
@@ -275,3 +276,20 @@ def test_pop3_accounts_are_refused_clearly_for_now(alice, api_as):
     assert response.json()["errors"]["incoming_protocol"] == [
         "POP3 accounts are not supported yet; use IMAP for now."
     ]
+
+
+def test_account_test_logs_in_to_smtp_too(alice, api_as, imap_account, smtp_server):
+    imap_account.smtp_host, imap_account.smtp_port = smtp_server.host, smtp_server.port
+    imap_account.smtp_security = "starttls"
+    imap_account.smtp_tls_fingerprint = smtp_server.fingerprint
+    imap_account.smtp_username, imap_account.smtp_password = "alice", "secret-alice"
+    imap_account.save()
+    url = f"/api/v1/mail/accounts/{imap_account.pk}/test/"
+    assert api_as(alice).post(url).json() == {"incoming": "ok", "smtp": "ok"}
+    imap_account.smtp_password = "wrong"
+    imap_account.save()
+    refused = api_as(alice).post(url)
+    assert refused.status_code == 502
+    assert refused.json()["code"] == "auth_failed"
+    assert refused.json()["server"] == "smtp"
+    assert refused.json()["detail"].startswith("SMTP: ")

@@ -3,14 +3,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from ftpcore.api import FtpSiteViewSet, TransferViewSet
-from mailcore.api import (
-    AttachmentViewSet,
+from mailcore.api import AttachmentViewSet, MailAccountViewSet, MailboxViewSet, MessageViewSet
+from mailcore.outbox_api import (
     ContactGroupViewSet,
     ContactViewSet,
     IdentityViewSet,
-    MailAccountViewSet,
-    MailboxViewSet,
-    MessageViewSet,
     OutboxViewSet,
     UploadViewSet,
 )
