@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import codecs
 from typing import Any
 
 from django import forms
 
 from ftpcore.models import FtpSite
-from mailcore.serializers import FINGERPRINT
+from ftpcore.validators import clean_encoding, clean_initial_path
+from webapp.validators import clean_fingerprint, clean_host, clean_single_line
 
 # The port each kind of security listens on by default.
 PORTS = {
@@ -20,21 +20,6 @@ PORTS = {
 
 def port_default(security: str) -> int:
     return PORTS.get(security, 21)
-
-
-def _single_line(value: str) -> str:
-    if any(c in (value or "") for c in "\r\n\0"):
-        raise forms.ValidationError("Must not contain line breaks or NUL characters.")
-    return value
-
-
-def _fingerprint(value: str) -> str:
-    value = (value or "").strip().upper()
-    if value and not FINGERPRINT.match(value):
-        raise forms.ValidationError(
-            "A SHA-256 fingerprint is 32 hex byte pairs separated by colons (AA:BB:…)."
-        )
-    return value
 
 
 class FtpSiteForm(forms.ModelForm):
@@ -108,35 +93,23 @@ class FtpSiteForm(forms.ModelForm):
             self.initial.setdefault("port", 21)
 
     def clean_host(self) -> str:
-        value = (self.cleaned_data.get("host") or "").strip()
-        if not value or any(c.isspace() or c in "/@?#" for c in value):
-            raise forms.ValidationError("Enter a host name or IP address, like ftp.example.org.")
-        return value
+        return clean_host(self.cleaned_data.get("host"), example="ftp.example.org")
 
     def clean_username(self) -> str:
-        return _single_line((self.cleaned_data.get("username") or "").strip()) or "anonymous"
+        username = (self.cleaned_data.get("username") or "").strip()
+        return clean_single_line(username) or "anonymous"
 
     def clean_password(self) -> str:
-        return _single_line(self.cleaned_data.get("password") or "")
+        return clean_single_line(self.cleaned_data.get("password"))
 
     def clean_initial_path(self) -> str:
-        value = _single_line((self.cleaned_data.get("initial_path") or "").strip()) or "/"
-        if not value.startswith("/"):
-            raise forms.ValidationError("The folder starts with /, like /pub.")
-        return value
+        return clean_initial_path(self.cleaned_data.get("initial_path"))
 
     def clean_encoding(self) -> str:
-        value = (self.cleaned_data.get("encoding") or "").strip() or "utf-8"
-        try:
-            name = codecs.lookup(value).name
-        except LookupError:
-            raise forms.ValidationError(f"Unknown encoding “{value}”.") from None
-        if "USER x".encode(name, "ignore") != b"USER x":
-            raise forms.ValidationError("The encoding must be ASCII-compatible (utf-8, latin-1…).")
-        return value
+        return clean_encoding(self.cleaned_data.get("encoding"))
 
     def clean_tls_fingerprint(self) -> str:
-        return _fingerprint(self.cleaned_data.get("tls_fingerprint"))
+        return clean_fingerprint(self.cleaned_data.get("tls_fingerprint"))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -164,7 +137,7 @@ class TrustCertificateForm(forms.Form):
     fingerprint = forms.CharField(max_length=95)
 
     def clean_fingerprint(self) -> str:
-        value = _fingerprint(self.cleaned_data["fingerprint"])
+        value = clean_fingerprint(self.cleaned_data["fingerprint"])
         if not value:
             raise forms.ValidationError("No certificate fingerprint was given.")
         return value

@@ -1,10 +1,9 @@
-import codecs
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ftpcore.models import FtpSite, Transfer
-from mailcore.serializers import FINGERPRINT
+from ftpcore.validators import clean_encoding, clean_initial_path
+from webapp.validators import clean_fingerprint, clean_host, clean_single_line
 
 
 class FtpSiteSerializer(serializers.ModelSerializer):
@@ -22,50 +21,22 @@ class FtpSiteSerializer(serializers.ModelSerializer):
         extra_kwargs = {"port": {"min_value": 1, "max_value": 65535}}
 
     def validate_host(self, value: str) -> str:
-        value = value.strip()
-        if not value or any(c.isspace() or c in "/@?#" for c in value):
-            raise serializers.ValidationError(
-                "Enter a host name or IP address, like ftp.example.org."
-            )
-        return value
+        return clean_host(value, example="ftp.example.org")
 
     def validate_username(self, value: str) -> str:
-        return _single_line(value)
+        return clean_single_line(value)
 
     def validate_password(self, value: str) -> str:
-        return _single_line(value)
+        return clean_single_line(value)
 
     def validate_initial_path(self, value: str) -> str:
-        value = _single_line(value) or "/"
-        if not value.startswith("/"):
-            raise serializers.ValidationError("The initial path starts with /, like /pub.")
-        return value
+        return clean_initial_path(value)
 
     def validate_encoding(self, value: str) -> str:
-        value = value.strip()
-        try:
-            name = codecs.lookup(value).name
-        except LookupError:
-            raise serializers.ValidationError(f"Unknown encoding {value!r}.") from None
-        if "USER x".encode(name, "ignore") != b"USER x":
-            raise serializers.ValidationError(
-                "The encoding must be ASCII-compatible (utf-8, latin-1…)."
-            )
-        return value
+        return clean_encoding(value)
 
     def validate_tls_fingerprint(self, value: str) -> str:
-        value = value.strip().upper()
-        if value and not FINGERPRINT.match(value):
-            raise serializers.ValidationError(
-                "A SHA-256 fingerprint is 32 hex byte pairs separated by colons (AA:BB:…)."
-            )
-        return value
-
-
-def _single_line(value: str) -> str:
-    if any(c in value for c in "\r\n\0"):
-        raise serializers.ValidationError("Must not contain line breaks or NUL characters.")
-    return value
+        return clean_fingerprint(value)
 
 
 class DisplayNameField(serializers.CharField):
@@ -187,10 +158,10 @@ class TransferSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
     def validate_path(self, value: str) -> str:
-        return _single_line(value)
+        return clean_single_line(value)
 
     def validate_target_path(self, value: str) -> str:
-        return _single_line(value)
+        return clean_single_line(value)
 
     def validate(self, attrs: dict) -> dict:
         kind = attrs.get("kind")

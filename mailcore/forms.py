@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from mailcore.models import MailAccount, Security
-from mailcore.serializers import FINGERPRINT
+from webapp.validators import clean_fingerprint, clean_host
 
 # The port each kind of server listens on for each kind of security.
 INCOMING_PORTS = {
@@ -29,26 +29,6 @@ def incoming_port_default(protocol: str, security: str) -> int:
 
 def smtp_port_default(security: str) -> int:
     return SMTP_PORTS.get(security, 587)
-
-
-def _host(value: str, *, required: bool) -> str:
-    value = (value or "").strip()
-    if not value:
-        if required:
-            raise forms.ValidationError("Enter the server's host name, like imap.example.org.")
-        return value
-    if any(c.isspace() or c in "/@?#" for c in value):
-        raise forms.ValidationError("Enter a host name or IP address, like imap.example.org.")
-    return value
-
-
-def _fingerprint(value: str) -> str:
-    value = (value or "").strip().upper()
-    if value and not FINGERPRINT.match(value):
-        raise forms.ValidationError(
-            "A SHA-256 fingerprint is 32 hex byte pairs separated by colons (AA:BB:…)."
-        )
-    return value
 
 
 class MailAccountForm(forms.ModelForm):
@@ -146,16 +126,17 @@ class MailAccountForm(forms.ModelForm):
             self.initial.setdefault("smtp_port", 587)
 
     def clean_incoming_host(self) -> str:
-        return _host(self.cleaned_data.get("incoming_host"), required=True)
+        return clean_host(self.cleaned_data.get("incoming_host"), example="imap.example.org")
 
     def clean_smtp_host(self) -> str:
-        return _host(self.cleaned_data.get("smtp_host"), required=False)
+        smtp_host = self.cleaned_data.get("smtp_host")
+        return clean_host(smtp_host, required=False, example="smtp.example.org")
 
     def clean_incoming_tls_fingerprint(self) -> str:
-        return _fingerprint(self.cleaned_data.get("incoming_tls_fingerprint"))
+        return clean_fingerprint(self.cleaned_data.get("incoming_tls_fingerprint"))
 
     def clean_smtp_tls_fingerprint(self) -> str:
-        return _fingerprint(self.cleaned_data.get("smtp_tls_fingerprint"))
+        return clean_fingerprint(self.cleaned_data.get("smtp_tls_fingerprint"))
 
     def clean_username(self) -> str:
         return (self.cleaned_data.get("username") or "").strip()
@@ -202,7 +183,7 @@ class TrustCertificateForm(forms.Form):
     fingerprint = forms.CharField(max_length=95)
 
     def clean_fingerprint(self) -> str:
-        value = _fingerprint(self.cleaned_data["fingerprint"])
+        value = clean_fingerprint(self.cleaned_data["fingerprint"])
         if not value:
             raise forms.ValidationError("No certificate fingerprint was given.")
         return value

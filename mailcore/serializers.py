@@ -1,10 +1,7 @@
-import re
-
 from rest_framework import serializers
 
 from mailcore.models import Attachment, MailAccount, Mailbox, Message
-
-FINGERPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
+from webapp.validators import clean_fingerprint, clean_host
 
 
 class MailAccountSerializer(serializers.ModelSerializer):
@@ -30,32 +27,16 @@ class MailAccountSerializer(serializers.ModelSerializer):
         }
 
     def validate_incoming_host(self, value: str) -> str:
-        return _host(value)
+        return clean_host(value, example="imap.example.org")
 
     def validate_smtp_host(self, value: str) -> str:
-        return _host(value) if value else value
+        return clean_host(value, required=False, example="smtp.example.org")
 
     def validate_incoming_tls_fingerprint(self, value: str) -> str:
-        return _fingerprint(value)
+        return clean_fingerprint(value)
 
     def validate_smtp_tls_fingerprint(self, value: str) -> str:
-        return _fingerprint(value)
-
-
-def _host(value: str) -> str:
-    value = value.strip()
-    if not value or any(c.isspace() or c in "/@?#" for c in value):
-        raise serializers.ValidationError("Enter a host name or IP address, like imap.example.org.")
-    return value
-
-
-def _fingerprint(value: str) -> str:
-    value = value.strip().upper()
-    if value and not FINGERPRINT.match(value):
-        raise serializers.ValidationError(
-            "A SHA-256 fingerprint is 32 hex byte pairs separated by colons (AA:BB:…)."
-        )
-    return value
+        return clean_fingerprint(value)
 
 
 class MailboxSerializer(serializers.ModelSerializer):

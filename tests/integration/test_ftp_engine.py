@@ -906,7 +906,7 @@ def test_throughput_against_curl(tmp_path: Path, capsys: pytest.CaptureFixture[s
     server (in its own process so it does not share our GIL), same run, best of 3."""
     curl = shutil.which("curl")
     if curl is None:
-        pytest.skip("curl is not installed")
+        pytest.fail("curl is not installed: apt-get install -y curl")
     home = tmp_path / "home"
     home.mkdir()
     size = 200 * MB
