@@ -131,13 +131,3 @@ class FtpSiteForm(forms.ModelForm):
         if self.editing and not fields.get("password"):
             fields.pop("password", None)
         return fields
-
-
-class TrustCertificateForm(forms.Form):
-    fingerprint = forms.CharField(max_length=95)
-
-    def clean_fingerprint(self) -> str:
-        value = clean_fingerprint(self.cleaned_data["fingerprint"])
-        if not value:
-            raise forms.ValidationError("No certificate fingerprint was given.")
-        return value

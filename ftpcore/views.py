@@ -16,9 +16,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ftpcore import selectors, services
-from ftpcore.forms import PORTS, FtpSiteForm, TrustCertificateForm
+from ftpcore.forms import PORTS, FtpSiteForm
 from ftpcore.models import FtpSite
 from ftpcore.protocols import ftp
+from webapp.forms import TrustCertificateForm
 
 
 def _int_param(request: HttpRequest, name: str) -> int | None:

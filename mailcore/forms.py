@@ -177,13 +177,3 @@ class MailAccountForm(forms.ModelForm):
         if "password" in fields and "smtp_password" not in fields and copied:
             fields["smtp_password"] = ""  # services fill in the new incoming password
         return fields
-
-
-class TrustCertificateForm(forms.Form):
-    fingerprint = forms.CharField(max_length=95)
-
-    def clean_fingerprint(self) -> str:
-        value = clean_fingerprint(self.cleaned_data["fingerprint"])
-        if not value:
-            raise forms.ValidationError("No certificate fingerprint was given.")
-        return value

@@ -22,12 +22,12 @@ from mailcore.forms import (
     INCOMING_PORTS,
     SMTP_PORTS,
     MailAccountForm,
-    TrustCertificateForm,
 )
 from mailcore.models import MailAccount
 from mailcore.protocols import imap, smtp
 from mailcore.protocols.sanitize import text_to_html
 from mailcore.serializers import MailAccountSerializer
+from webapp.forms import TrustCertificateForm
 
 # Remote content stays off; styles inline only; images from data: URLs (inline cid: parts),
 # and from https: once the reader asks for them. No scripts, forms, fonts or frames at all.
