@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import transaction
@@ -123,12 +123,38 @@ def _safe_name(name: str | None, fallback: str) -> str:
     return name if name not in ("", ".", "..") else fallback
 
 
-def _file_sha256(path: Path) -> str:
+def _file_digest(path: Path, length: int) -> hashlib._Hash:
+    """SHA-256 of the first `length` bytes of a file (what a resumed transfer already has)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while chunk := file.read(1024 * 1024):
+        while length > 0 and (chunk := file.read(min(1024 * 1024, length))):
             digest.update(chunk)
-    return digest.hexdigest()
+            length -= len(chunk)
+    return digest
+
+
+class _HashingWriter:
+    """Hashes what the engine writes, so a finished download is not read again to hash it."""
+
+    def __init__(self, sink: BinaryIO, digest: hashlib._Hash) -> None:
+        self.sink, self.digest = sink, digest
+
+    def write(self, data: bytes | memoryview) -> int:
+        written = self.sink.write(data)
+        self.digest.update(memoryview(data)[: written if written is not None else len(data)])
+        return written
+
+
+class _HashingReader:
+    """Hashes what the engine reads for an upload, from the resume offset on."""
+
+    def __init__(self, source: BinaryIO, digest: hashlib._Hash) -> None:
+        self.source, self.digest = source, digest
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = self.source.readinto(buffer) or 0
+        self.digest.update(buffer[:count])
+        return count
 
 
 @contextlib.contextmanager
@@ -488,11 +514,13 @@ def _download(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
         local.unlink()
     with _session(row.site) as session, open(local, "ab") as sink:
         offset = sink.tell()
+        digest = _file_digest(local, offset)
         total = session.size(row.path)
         if total is not None and total != row.bytes_total:
             ticker.write(bytes_total=total)
         try:
-            done = session.download(row.path, sink, offset=offset, progress=ticker)
+            writer = _HashingWriter(sink, digest)
+            done = session.download(row.path, writer, offset=offset, progress=ticker)
         except ftp.FtpTransferError as exc:
             sink.flush()
             good = sink.tell()
@@ -507,7 +535,7 @@ def _download(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
             bytes_done=min(size, done),
         )
     ticker.write(bytes_done=size)
-    return _file_sha256(local)
+    return digest.hexdigest()
 
 
 def _upload(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
@@ -517,10 +545,12 @@ def _upload(row: Transfer, ticker: _Ticker, *, fresh: bool) -> str:
         ticker.write(bytes_total=size)
     with _session(row.site) as session, open(local, "rb") as source:
         offset = 0 if fresh else min(session.upload_offset(row.path), size)
+        digest = _file_digest(local, offset)
         source.seek(offset)
-        done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
+        reader = _HashingReader(source, digest)
+        done = session.upload(row.path, reader, offset=offset, size=size, progress=ticker)
     ticker.write(bytes_done=done)
-    return _file_sha256(local)
+    return digest.hexdigest()
 
 
 class _PipeReader:
