@@ -82,3 +82,13 @@ def test_docs_page_is_served(client):
     response = client.get("/api/v1/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_too_many_files_in_one_upload_is_a_400_not_a_500(alice, api_as, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    files = [SimpleUploadedFile(f"f{n}.txt", b"x") for n in range(3)]
+    response = api_as(alice).post("/api/v1/uploads/", {"file": files}, format="multipart")
+    assert response.status_code == 400
+    assert "too many" in response.json()["detail"].lower()
