@@ -1,0 +1,430 @@
+"""FTP transfer benchmark: Satchel's worker and web process vs curl and lftp, same run.
+
+Run by hand: `.venv/bin/python bench/ftp_transfer.py [--size-mib 1024] [--files 1000]`
+(quick check: `--size-mib 64 --files 100`). Needs curl and lftp (`apt-get install lftp`).
+Uses its own embedded PostgreSQL and Redis under .data/bench, so your data is untouched;
+the big files live in a temporary directory that is deleted at the end.
+
+A pyftpdlib server (tests/peers/ftp.py) runs in a process of its own, so it never shares a
+GIL with a client. Satchel runs as `make run` does: uvicorn (``launcher.web_command``) and a
+real Celery worker (``launcher.worker_command``). Prints, from one run on this machine:
+- --size-mib download and upload: a background transfer (POST /api/v1/ftp/transfers/, the
+  worker does the FTP side; timed from the row being queued until the API says done) vs
+  `curl` (goal: >= 0.9x curl's throughput). curl runs before and after ours: their mean.
+- --files small files uploaded: our engine (two FtpSessions, 2-way parallel, like lftp), the
+  browser upload of all of them in one POST (services.file_upload), and one background
+  transfer per file, vs `lftp mirror -R --parallel=2` (goal: >= 1.0x lftp).
+- peak RSS of the web process during a --size-mib browser upload (multipart POST to
+  /api/v1/ftp/sites/{id}/upload/, streamed by curl -F) (goal: < 150 MB at 1 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("SATCHEL_DATA_DIR", str(REPO / ".data" / "bench"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+USER, PASSWORD = "bench", "bench-password"
+MIB = 1024 * 1024
+
+
+def _ftp_server(home: str, port_out, stop) -> None:
+    """pyftpdlib in its own process (its own GIL): serves ``home`` for USER."""
+    sys.path.insert(0, str(REPO))
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    from tests.peers.ftp import FTPServer
+
+    server = FTPServer(passive_port_count=200)
+    server.add_user(USER, PASSWORD, home=home)
+    with server:
+        port_out.value = server.port
+        stop.wait()
+
+
+def _load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _random_file(path: Path, size: int) -> None:
+    with open(path, "wb") as out:
+        left = size
+        block = os.urandom(MIB)
+        n = 0
+        while left > 0:
+            # A fresh first 16 bytes per MiB: no two blocks alike, without urandom's cost.
+            piece = n.to_bytes(16, "big") + block[16 : min(MIB, left)]
+            out.write(piece)
+            left -= len(piece)
+            n += 1
+
+
+class Api:
+    def __init__(self, port: int, token: str) -> None:
+        self.port, self.token = port, token
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        headers = {"Authorization": f"Token {self.token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        connection.close()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload[:500]!r}")
+        return json.loads(payload) if payload else {}
+
+    def curl_form(self, path: str, fields: list[str]) -> tuple[float, dict | list]:
+        """A multipart POST streamed from disk by curl; (seconds, JSON reply)."""
+        command = [
+            "curl", "-s", "-S", "--fail-with-body", "-H", f"Authorization: Token {self.token}",
+            "-H", "Expect:",
+        ]  # fmt: skip
+        for field in fields:
+            command += ["-F", field]
+        command.append(f"http://127.0.0.1:{self.port}{path}")
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True)
+        if result.returncode:
+            reply = result.stdout[:300]
+            raise RuntimeError(f"POST {path}: curl exit {result.returncode}: {reply!r}")
+        return time.perf_counter() - start, json.loads(result.stdout)
+
+    def wait_done(self, ids: list[int], timeout: float = 3600) -> float:
+        """Poll until every transfer is done; returns the time it happened."""
+        pending = set(ids)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} transfers not done")
+            if len(pending) == 1:
+                (one,) = pending
+                rows = [self.call("GET", f"/api/v1/ftp/transfers/{one}/")]
+            else:
+                rows = _all_transfers(self)
+            for row in rows:
+                if row["id"] in pending and row["state"] in ("done", "failed", "cancelled"):
+                    if row["state"] != "done":
+                        raise RuntimeError(f"transfer {row['id']} {row['state']}: {row}")
+                    pending.discard(row["id"])
+            if pending:
+                time.sleep(0.05)
+        return time.perf_counter()
+
+
+def _all_transfers(api: Api) -> list[dict]:
+    rows, path = [], "/api/v1/ftp/transfers/?page_size=1000"
+    while path:
+        page = api.call("GET", path)
+        if isinstance(page, list):
+            return page
+        rows += page["results"]
+        path = page.get("next")
+        if path:
+            path = "/" + path.split("://", 1)[1].split("/", 1)[1]
+    return rows
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the web server did not start")
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a process tree (the web process and any children), every 20 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.stopping = threading.Event()
+
+    def rss(self) -> int:
+        total = 0
+        for process in [self.process, *self.process.children(recursive=True)]:
+            with contextlib.suppress(Exception):  # a child that just exited
+                total += process.memory_info().rss
+        return total
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.02)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024, help="big file size")
+    parser.add_argument("--files", type=int, default=1000, help="small files")
+    parser.add_argument("--file-kib", type=int, default=4, help="small file size")
+    parser.add_argument("--per-post", type=int, default=100, help="files per browser POST")
+    parser.add_argument("--skip", default="", help="comma list of: big,small,rss")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    size = args.size_mib * MIB
+
+    work = Path(tempfile.mkdtemp(prefix="satchel-bench-ftp-"))
+    home = work / "home"
+    home.mkdir()
+    spawn = multiprocessing.get_context("spawn")
+    port, stop = spawn.Value("i", 0), spawn.Event()
+    server = spawn.Process(target=_ftp_server, args=(str(home), port, stop), daemon=True)
+    server.start()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from ftpcore import services
+    from ftpcore.models import FtpSite
+    from ftpcore.protocols import ftp
+    from ftpcore.transfers import transfer_dir
+    from webapp import launcher
+
+    call_command("migrate", verbosity=0)
+    owner, _ = get_user_model().objects.get_or_create(username="bench-ftp")
+    FtpSite.objects.filter(owner=owner).delete()
+    token, _ = Token.objects.get_or_create(user=owner)
+    while not port.value:
+        time.sleep(0.05)
+    site = services.site_create(
+        owner=owner, name="bench", host="127.0.0.1", port=port.value, security="none",
+        username=USER, password=PASSWORD,
+    )  # fmt: skip
+    url = f"ftp://{USER}:{PASSWORD}@127.0.0.1:{port.value}"
+
+    env = launcher.child_environment(settings)
+    logs = Path(settings.DATA_DIR)
+    web_port = _free_port()
+    children = []
+    # launcher's commands and environment (as `make run`); output goes to log files.
+    for name, command in (
+        ("web", launcher.web_command("127.0.0.1", web_port, 1)),
+        ("worker", launcher.worker_command(concurrency=settings.WORKER_CONCURRENCY)),
+    ):
+        log = open(logs / f"bench-ftp-{name}.log", "wb")  # noqa: SIM115
+        children.append(
+            subprocess.Popen(
+                command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
+    web = children[0]
+    report: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    try:
+        _wait_http(web_port)
+        api = Api(web_port, token.key)
+        # Warm up: a tiny download through the worker.
+        (home / "warm.txt").write_bytes(b"warm\n")
+        warm = api.call("POST", "/api/v1/ftp/transfers/",
+                        {"kind": "download", "site": site.pk, "path": "/warm.txt"})  # fmt: skip
+        api.wait_done([warm["id"]], timeout=120)
+        say(f"load at start: {_load()}")
+
+        if "big" not in skip:
+            source = work / "source.bin"
+            _random_file(source, size)
+            os.link(source, home / "big.bin")
+            mib = size / MIB
+            say(f"\n{mib:.0f} MiB over loopback FTP (pyftpdlib in its own process):")
+
+            curl_down = [_timed(["curl", "-s", "-S", "-o", "/dev/null", f"{url}/big.bin"])]
+            disk = work / "curl-down.bin"
+            curl_disk = _timed(["curl", "-s", "-S", "-o", str(disk), f"{url}/big.bin"])
+            disk.unlink()
+            start = time.perf_counter()
+            row = api.call("POST", "/api/v1/ftp/transfers/",
+                           {"kind": "download", "site": site.pk, "path": "/big.bin"})  # fmt: skip
+            ours_down = api.wait_done([row["id"]]) - start
+            row = api.call("GET", f"/api/v1/ftp/transfers/{row['id']}/")
+            curl_down.append(_timed(["curl", "-s", "-S", "-o", "/dev/null", f"{url}/big.bin"]))
+            shutil.rmtree(transfer_dir(owner_id=owner.pk, transfer_id=row["id"]), True)
+            curl_mean = sum(curl_down) / 2
+            say(f"  download  curl -o /dev/null: {mib / curl_mean:7.1f} MiB/s  "
+                f"({curl_down[0]:.2f} s, {curl_down[1]:.2f} s)")  # fmt: skip
+            say(f"            curl -o file:      {mib / curl_disk:7.1f} MiB/s  ({curl_disk:.2f} s)")
+            say(f"            Satchel transfer:  {mib / ours_down:7.1f} MiB/s  ({ours_down:.2f} s "
+                f"queued->done, incl. sha256)   ratio {curl_mean / ours_down:.2f}x curl "
+                f"(goal >= 0.90x)")  # fmt: skip
+
+            curl_up = [_timed(["curl", "-s", "-S", "-T", str(source), f"{url}/curl-up.bin"])]
+            (home / "curl-up.bin").unlink()
+            post, row = api.curl_form(
+                "/api/v1/ftp/transfers/",
+                ["kind=upload", f"site={site.pk}", "path=/ours-up.bin", f"file=@{source}"],
+            )
+            queued = time.perf_counter()
+            ours_up = api.wait_done([row["id"]]) - queued
+            curl_up.append(_timed(["curl", "-s", "-S", "-T", str(source), f"{url}/curl-up.bin"]))
+            (home / "curl-up.bin").unlink()
+            (home / "ours-up.bin").unlink()
+            shutil.rmtree(transfer_dir(owner_id=owner.pk, transfer_id=row["id"]), True)
+            curl_mean = sum(curl_up) / 2
+            say(f"  upload    curl -T:           {mib / curl_mean:7.1f} MiB/s  "
+                f"({curl_up[0]:.2f} s, {curl_up[1]:.2f} s)")  # fmt: skip
+            say(f"            Satchel transfer:  {mib / ours_up:7.1f} MiB/s  ({ours_up:.2f} s "
+                f"queued->done, incl. sha256)   ratio {curl_mean / ours_up:.2f}x curl "
+                f"(goal >= 0.90x)")  # fmt: skip
+            say(f"            (before that, the browser->Satchel POST of the file took "
+                f"{post:.2f} s = {mib / post:.1f} MiB/s; end to end {mib / (post + ours_up):.1f}"
+                f" MiB/s)")  # fmt: skip
+            say(f"  load: {_load()}")
+
+        if "rss" not in skip:
+            source = work / "source.bin"
+            if not source.exists():
+                _random_file(source, size)
+            sampler = RssSampler(web.pid)
+            base = sampler.rss()
+            sampler.start()
+            seconds, _ = api.curl_form(
+                f"/api/v1/ftp/sites/{site.pk}/upload/?path=/", [f"file=@{source};filename=rss.bin"]
+            )
+            sampler.stopping.set()
+            sampler.join()
+            (home / "rss.bin").unlink()
+            rate = size / MIB / seconds
+            say(f"\nbrowser upload of {size / MIB:.0f} MiB (POST /api/v1/ftp/sites/{{id}}/upload/"
+                f", uvicorn, 1 process): {seconds:.2f} s = {rate:.1f} MiB/s")  # fmt: skip
+            say(f"  web process RSS: {base / MIB:.0f} MiB before, peak {sampler.peak / MIB:.0f} MiB"
+                f" (goal < 150 MB = {150e6 / MIB:.0f} MiB)   load: {_load()}")  # fmt: skip
+        (work / "source.bin").unlink(missing_ok=True)
+        (home / "big.bin").unlink(missing_ok=True)
+
+        if "small" not in skip:
+            n = args.files
+            local = work / "small"
+            local.mkdir()
+            for i in range(n):
+                (local / f"file-{i:05d}.dat").write_bytes(os.urandom(args.file_kib * 1024))
+            names = sorted(p.name for p in local.iterdir())
+            say(f"\n{n} files of {args.file_kib} KiB uploaded:")
+            lftp = _timed(["lftp", "-e",
+                           f"set ftp:ssl-allow no; mirror -R --parallel=2 {local} /lftp; quit",
+                           url])  # fmt: skip
+            assert len(list((home / "lftp").iterdir())) == n
+
+            config = services.ftp_config(site)
+            with ftp.FtpSession(config) as session:
+                session.mkdir("/engine")
+
+            def engine_part(part: list[str]) -> None:
+                with ftp.FtpSession(config) as session:
+                    for name in part:
+                        with open(local / name, "rb") as source_file:
+                            session.upload(f"/engine/{name}", source_file)
+
+            start = time.perf_counter()
+            threads = [threading.Thread(target=engine_part, args=(names[k::2],)) for k in (0, 1)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            engine = time.perf_counter() - start
+            assert len(list((home / "engine").iterdir())) == n
+
+            (home / "browser").mkdir()
+            (home / "browser-one").mkdir()
+            try:  # all files in one POST, as a folder dropped on the page
+                api.curl_form(
+                    f"/api/v1/ftp/sites/{site.pk}/upload/?path=/browser-one/",
+                    [f"file=@{local / name}" for name in names],
+                )
+            except RuntimeError as exc:
+                say(f"  (one POST of {n} files refused: {exc})")
+            per = args.per_post
+            browser = 0.0
+            for k in range(0, n, per):
+                seconds, _ = api.curl_form(
+                    f"/api/v1/ftp/sites/{site.pk}/upload/?path=/browser/",
+                    [f"file=@{local / name}" for name in names[k : k + per]],
+                )
+                browser += seconds
+            assert len(list((home / "browser").iterdir())) == n
+
+            (home / "queued").mkdir()
+            start = time.perf_counter()
+            ids = []
+            for name in names:
+                _, row = api.curl_form(
+                    "/api/v1/ftp/transfers/",
+                    ["kind=upload", f"site={site.pk}", "path=/queued/", f"file=@{local / name}"],
+                )
+                ids.append(row["id"])
+            posted = time.perf_counter() - start
+            background = api.wait_done(ids) - start
+            assert len(list((home / "queued").iterdir())) == n
+
+            say(f"  lftp mirror -R --parallel=2:       {lftp:6.2f} s {n / lftp:7.1f} files/s")
+            say(f"  Satchel engine, 2 sessions:        {engine:6.2f} s {n / engine:7.1f} files/s"
+                f"   ratio {lftp / engine:.2f}x lftp (goal >= 1.0x)")  # fmt: skip
+            say(f"  Satchel browser upload, {per}/POST: {browser:6.2f} s {n / browser:7.1f} "
+                f"files/s   ratio {lftp / browser:.2f}x lftp")  # fmt: skip
+            say(f"  Satchel background transfers:      {background:6.2f} s "
+                f"{n / background:7.1f} files/s   ratio {lftp / background:.2f}x lftp "
+                f"(one POST per file, {posted:.2f} s of POSTs)")  # fmt: skip
+            say(f"  load: {_load()}")
+    finally:
+        for child in children:
+            launcher.stop(child)
+        stop.set()
+        server.join(15)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(Path(settings.DATA_DIR) / "transfers" / str(owner.pk), ignore_errors=True)
+    print("\nsummary:\n" + "\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""SMTP send benchmark: the outbox + a real Celery worker vs a plain smtplib loop.
+
+Run by hand: `.venv/bin/python bench/smtp_send.py [--messages 1000]`.
+Uses its own embedded PostgreSQL and Redis under .data/bench, so your data is untouched.
+
+One run, one local aiosmtpd sink (tests/peers/smtp.py, AUTH without TLS) in a process of
+its own (so it does not share a GIL with either client):
+- Satchel: ``outbox_create`` queues N small messages (OUTBOX_UNDO_SECONDS=0), a real worker
+  (``launcher.worker_command``, the same command `make run` starts) sends them. Timed from
+  the first enqueue until the sink holds all N.
+- smtplib: the same N messages (the rows' final bytes) over ONE persistent connection.
+- smtplib, one connection per message (connect, EHLO, AUTH, send, QUIT): what a worker that
+  opens a session per message pays, for the batching estimate.
+Prints messages/s for each and the ratio (goal: Satchel >= 0.7x the persistent loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("SATCHEL_DATA_DIR", str(REPO / ".data" / "bench"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+os.environ["OUTBOX_UNDO_SECONDS"] = "0"  # send at once (settings reads it from the env)
+
+USER, PASSWORD = "bench", "bench-password"
+
+
+def _sink(port_out, count, stop) -> None:
+    """The SMTP sink, in its own process: counts every accepted message into ``count``."""
+    sys.path.insert(0, str(REPO))
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.CRITICAL)
+    from tests.peers.smtp import SMTPServer
+
+    server = SMTPServer(
+        users={USER: PASSWORD}, starttls=False, auth_require_tls=False, require_auth=True
+    )
+    capture = server._capture
+
+    def counted(message) -> None:
+        capture(message)
+        with count.get_lock():
+            count.value += 1
+
+    server._capture = counted
+    with server:
+        port_out.value = server.port
+        stop.wait()
+
+
+def _wait_count(count, target: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while count.value < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the sink has {count.value} of {target} messages")
+        time.sleep(0.002)
+    return time.perf_counter()
+
+
+def _load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    n = args.messages
+
+    spawn = multiprocessing.get_context("spawn")
+    port, count, stop = spawn.Value("i", 0), spawn.Value("i", 0), spawn.Event()
+    sink = spawn.Process(target=_sink, args=(port, count, stop), daemon=True)
+    sink.start()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db.models import Count, Max, Min
+
+    from mailcore import outbox, services
+    from mailcore.models import MailAccount, OutgoingMessage
+    from webapp import launcher
+
+    assert settings.OUTBOX_UNDO_SECONDS == 0, "OUTBOX_UNDO_SECONDS is not read from the env"
+    call_command("migrate", verbosity=0)
+    owner, _ = get_user_model().objects.get_or_create(username="bench-smtp")
+    MailAccount.objects.filter(owner=owner).delete()
+    while not port.value:
+        time.sleep(0.05)
+    # POP3: the Sent-folder APPEND after each send is skipped (no IMAP server here), so
+    # this measures the outbox + SMTP path only.
+    account = services.account_create(
+        owner=owner, name="bench", email_address="bench@example.org",
+        incoming_protocol="pop3", incoming_host="127.0.0.1", incoming_port=1,
+        incoming_security="none", username=USER, password=PASSWORD,
+        smtp_host="127.0.0.1", smtp_port=port.value, smtp_security="none",
+    )  # fmt: skip
+
+    def create(i: int):
+        return outbox.outbox_create(
+            owner=owner, account=account, to=[f"rcpt{i % 20}@example.net"],
+            subject=f"Bench message {i}", text=f"Hello number {i}.\n" + "lorem ipsum " * 20,
+        )  # fmt: skip
+
+    env = launcher.child_environment(settings)
+    env["OUTBOX_UNDO_SECONDS"] = "0"
+    concurrency = settings.WORKER_CONCURRENCY
+    log = open(Path(settings.DATA_DIR) / "bench-smtp-worker.log", "wb")  # noqa: SIM115
+    # launcher.start's command and environment; only its output goes to a log file.
+    worker = subprocess.Popen(
+        launcher.worker_command(concurrency=concurrency), env=env, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        # Warm up: the worker is up and every pool process has sent one message.
+        before = count.value
+        for i in range(concurrency * 2):
+            create(-1 - i)
+        _wait_count(count, before + concurrency * 2, 120)
+        time.sleep(1)
+
+        print(f"load before: {_load()}")
+        before = count.value
+        start = time.perf_counter()
+        rows = [create(i) for i in range(n)]
+        enqueued = time.perf_counter() - start
+        finished = _wait_count(count, before + n, args.timeout)
+        ours = finished - start
+        time.sleep(0.5)  # let the last rows record "sent"
+        ours_rows = OutgoingMessage.objects.filter(pk__in=[r.pk for r in rows])
+        states = dict(ours_rows.values_list("state").annotate(c=Count("id")))
+        span = ours_rows.aggregate(first=Min("first_attempt_at"), last=Max("sent_at"))
+        drain = (span["last"] - span["first"]).total_seconds()
+        print(f"load after Satchel: {_load()}")
+    finally:
+        launcher.stop(worker)
+        log.close()
+
+    raws = [(r.mail_from, list(r.recipients), bytes(r.raw)) for r in rows]
+    # Plain smtplib, one persistent connection.
+    before = count.value
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port.value, timeout=30) as smtp:
+        smtp.login(USER, PASSWORD)
+        for mail_from, recipients, raw in raws:
+            smtp.sendmail(mail_from, recipients, raw)
+    loop = _wait_count(count, before + n, args.timeout) - start
+
+    # Plain smtplib, a new connection (EHLO + AUTH + QUIT) per message.
+    before = count.value
+    start = time.perf_counter()
+    for mail_from, recipients, raw in raws:
+        with smtplib.SMTP("127.0.0.1", port.value, timeout=30) as smtp:
+            smtp.login(USER, PASSWORD)
+            smtp.sendmail(mail_from, recipients, raw)
+    per_connection = _wait_count(count, before + n, args.timeout) - start
+    print(f"load after loops: {_load()}")
+    stop.set()
+    sink.join(10)
+
+    size = sum(len(raw) for _, _, raw in raws) / n
+    print(f"\n{n} messages (~{size:.0f} bytes each) into a local aiosmtpd sink, same run:")
+    print(f"  row states after the run: {states}")
+    print(
+        f"  Satchel outbox + worker (concurrency {concurrency}): {ours:7.2f} s "
+        f"{n / ours:7.1f} msg/s   (of which creating the rows: {enqueued:.2f} s)"
+    )
+    print(
+        f"  Satchel worker alone (first claim -> last sent_at): {drain:7.2f} s "
+        f"{n / drain:7.1f} msg/s = {drain * 1000 * concurrency / n:.1f} ms of a worker "
+        f"process per message; creating a row costs {enqueued * 1000 / n:.1f} ms"
+    )
+    print(f"  smtplib, one persistent connection:     {loop:7.2f} s {n / loop:7.1f} msg/s")
+    print(
+        f"  smtplib, one connection per message:    {per_connection:7.2f} s "
+        f"{n / per_connection:7.1f} msg/s"
+    )
+    print(f"  ratio Satchel / persistent loop: {loop / ours:.2f}x   (goal >= 0.70x)")
+    overhead = (per_connection - loop) / n
+    print(
+        f"  connection setup (connect+EHLO+AUTH+QUIT) costs {overhead * 1000:.2f} ms/message; "
+        f"sharing one session per batch would save up to ~{overhead * n:.2f} s "
+        f"-> ~{n / max(ours - overhead * n, 1e-9):.0f} msg/s "
+        f"({loop / max(ours - overhead * n, 1e-9):.2f}x) at best"
+    )
+    batched = max(drain - overhead * n / concurrency, 1e-9)
+    print(f"  (the worker alone with that saving: ~{n / batched:.0f} msg/s)")
+
+
+if __name__ == "__main__":
+    main()
