@@ -1958,6 +1958,18 @@
         event.preventDefault();
         showHelp();
         break;
+      case "c":
+      case "r":
+      case "a":
+      case "f": {
+        // Compose (static/js/compose.js listens): c new; r reply, a reply all, f forward.
+        const action = { c: "new", r: "reply", a: "replyAll", f: "forward" }[event.key];
+        const id = reader.expanded;
+        if (action !== "new" && !id) return;
+        event.preventDefault();
+        document.dispatchEvent(new CustomEvent("satchel:compose", { detail: { action, id, account: state.accountId } }));
+        break;
+      }
       default:
     }
   });

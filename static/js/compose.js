@@ -1,0 +1,889 @@
+// Satchel compose: the compose dialog on the mail page (templates/mail/_compose.html) and
+// the live outbox page (templates/mail/outbox.html). Sends through /api/v1/mail/outbox/.
+// Other scripts open the dialog with
+//   document.dispatchEvent(new CustomEvent("satchel:compose", {detail: {action, id, account}}))
+// where action is "new" | "reply" | "replyAll" | "forward" and id the open message's id.
+(function () {
+  "use strict";
+
+  const API = "/api/v1/";
+  const UNDO_SECONDS = 10;
+  const CANCELLABLE = new Set(["scheduled", "queued", "retrying"]);
+  const $ = (id) => document.getElementById(id);
+
+  const csrfToken = (() => {
+    try {
+      return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"];
+    } catch (error) {
+      return "";
+    }
+  })();
+
+  function toast(text, variant) {
+    if (window.Satchel && window.Satchel.toast) window.Satchel.toast(text, variant);
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === false || value === null || value === undefined) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) if (child !== null && child !== undefined) node.append(child);
+    return node;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      super((body && body.detail) || `The request failed (${status}).`);
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+
+  async function api(path, { method = "GET", body } = {}) {
+    const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken;
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(API + path, options);
+    } catch (error) {
+      throw new ApiError(0, { detail: "Satchel could not be reached. Check your connection." });
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (error) {
+      data = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  const results = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
+
+  function formatSize(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function formatWhen(iso) {
+    if (!iso) return "";
+    const date = new Date(iso);
+    return isNaN(date) ? "" : date.toLocaleString();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reply / forward helpers
+  // -------------------------------------------------------------------------------------
+
+  const PREFIX_RE = /^\s*((re|fwd?|aw|sv|wg)\s*(\[\d+\])?\s*:\s*)+/i;
+
+  function prefixed(prefix, subject) {
+    return `${prefix}: ${(subject || "").replace(PREFIX_RE, "")}`.trim();
+  }
+
+  function mailbox(person) {
+    if (!person || !person.email) return "";
+    return person.name ? `${person.name} <${person.email}>` : person.email;
+  }
+
+  function header(detail, name) {
+    const found = (detail.headers || []).find(([key]) => key.toLowerCase() === name);
+    return found ? found[1] : "";
+  }
+
+  function quote(detail) {
+    const when = detail.date ? new Date(detail.date).toLocaleString() : "an earlier date";
+    const who = (detail.sender && (detail.sender.name || detail.sender.email)) || "someone";
+    const lines = (detail.text || "").replace(/\r\n/g, "\n").replace(/\n+$/, "").split("\n");
+    return `\n\nOn ${when}, ${who} wrote:\n` + lines.map((line) => (line.startsWith(">") ? ">" : "> ") + line).join("\n") + "\n";
+  }
+
+  function forwarded(detail) {
+    const list = (people) => (people || []).map(mailbox).join(", ");
+    return (
+      "\n\n---------- Forwarded message ----------\n" +
+      `From: ${mailbox(detail.sender)}\n` +
+      `Date: ${detail.date ? new Date(detail.date).toLocaleString() : ""}\n` +
+      `Subject: ${detail.subject || ""}\n` +
+      `To: ${list(detail.to)}\n` +
+      (detail.cc && detail.cc.length ? `Cc: ${list(detail.cc)}\n` : "") +
+      "\n" +
+      (detail.text || "")
+    );
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The compose dialog
+  // -------------------------------------------------------------------------------------
+
+  function setupCompose(dialog) {
+    const form = $("compose-form");
+    const fromSelect = $("compose-from");
+    const subject = $("compose-subject");
+    const text = $("compose-text");
+    const suggest = $("compose-suggest");
+    const filesList = $("compose-files");
+    const fileInput = $("compose-file");
+    const later = $("compose-later");
+    const laterToggle = $("compose-later-toggle");
+    const sendAt = $("compose-send-at");
+    const dropzone = $("compose-dropzone");
+    const accountsNode = $("mail-accounts-data");
+    const accounts = accountsNode ? JSON.parse(accountsNode.textContent) : [];
+    let identities = [];
+    let groups = [];
+    let peopleLoaded = null;
+    let inReplyTo = null;
+    let files = []; // {file, id, row, bar, xhr, done, failed}
+    let sending = false;
+
+    // Token inputs ----------------------------------------------------------------------
+
+    const fields = {};
+    dialog.querySelectorAll(".tokens").forEach((box) => {
+      fields[box.dataset.name] = { box, input: box.querySelector("input"), tokens: [] };
+    });
+
+    function addToken(name, value, label, kind) {
+      value = value.trim();
+      if (!value) return;
+      const field = fields[name];
+      if (field.tokens.some((t) => t.value.toLowerCase() === value.toLowerCase())) return;
+      const remove = el("button", { type: "button", class: "token-remove", "aria-label": `Remove ${value}`, tabindex: "-1", text: "×" });
+      const node = el("span", { class: "token" + (kind === "group" ? " group" : ""), title: value, "data-value": value }, el("span", { class: "token-label", text: label || value }), remove);
+      const token = { value, node };
+      remove.addEventListener("click", () => {
+        removeToken(name, token);
+        field.input.focus();
+      });
+      field.tokens.push(token);
+      field.box.insertBefore(node, field.input);
+      clearError(name);
+    }
+
+    function removeToken(name, token) {
+      const field = fields[name];
+      field.tokens = field.tokens.filter((t) => t !== token);
+      token.node.remove();
+    }
+
+    function commitTyped(name) {
+      const field = fields[name];
+      const typed = field.input.value;
+      if (!typed.trim()) return;
+      // "a@x, b@y; c@z" becomes three tokens; a group's name stays one.
+      typed.split(/[,;]\s*(?=(?:[^"]*"[^"]*")*[^"]*$)/).forEach((part) => {
+        const group = groups.find((g) => g.name.toLowerCase() === part.trim().toLowerCase());
+        if (group) addToken(name, group.name, `${group.name} (${group.members.length})`, "group");
+        else addToken(name, part);
+      });
+      field.input.value = "";
+    }
+
+    function loadPeople() {
+      if (!peopleLoaded) {
+        peopleLoaded = api("mail/groups/?page_size=500")
+          .then((data) => (groups = results(data)))
+          .catch(() => (groups = []));
+      }
+      return peopleLoaded;
+    }
+
+    // Autocomplete ----------------------------------------------------------------------
+
+    const ac = { field: null, items: [], active: -1, token: 0, timer: null };
+
+    function closeSuggest() {
+      suggest.hidden = true;
+      ac.items = [];
+      ac.active = -1;
+      Object.values(fields).forEach((f) => {
+        f.input.setAttribute("aria-expanded", "false");
+        f.input.removeAttribute("aria-activedescendant");
+      });
+    }
+
+    function renderSuggest() {
+      const field = fields[ac.field];
+      if (!ac.items.length) return closeSuggest();
+      suggest.replaceChildren(
+        ...ac.items.map((item, index) =>
+          el(
+            "li",
+            { id: `compose-option-${index}`, role: "option", class: "suggest-item" + (index === ac.active ? " active" : ""), "aria-selected": index === ac.active ? "true" : "false", "data-index": String(index) },
+            el("span", { class: "suggest-name", text: item.label }),
+            el("span", { class: "suggest-detail muted", text: item.detail })
+          )
+        )
+      );
+      // Under the field being typed in.
+      const box = field.box.getBoundingClientRect();
+      const parent = suggest.offsetParent ? suggest.offsetParent.getBoundingClientRect() : { left: 0, top: 0 };
+      suggest.style.left = `${box.left - parent.left}px`;
+      suggest.style.top = `${box.bottom - parent.top + 2}px`;
+      suggest.style.width = `${Math.max(box.width, 260)}px`;
+      suggest.hidden = false;
+      field.input.setAttribute("aria-expanded", "true");
+      if (ac.active >= 0) field.input.setAttribute("aria-activedescendant", `compose-option-${ac.active}`);
+      else field.input.removeAttribute("aria-activedescendant");
+    }
+
+    async function updateSuggest(name) {
+      const query = fields[name].input.value.trim();
+      const token = ++ac.token;
+      if (!query) return closeSuggest();
+      await loadPeople();
+      let contacts = [];
+      try {
+        contacts = results(await api(`mail/contacts/?q=${encodeURIComponent(query)}&page_size=8`));
+      } catch (error) {
+        contacts = [];
+      }
+      if (token !== ac.token) return;
+      const lower = query.toLowerCase();
+      const taken = new Set(fields[name].tokens.map((t) => t.value.toLowerCase()));
+      const items = groups
+        .filter((g) => g.name.toLowerCase().includes(lower))
+        .map((g) => ({ value: g.name, label: g.name, detail: `Group · ${g.members.length} members`, kind: "group" }))
+        .concat(
+          contacts.map((c) => ({
+            value: c.name ? `${c.name} <${c.email_address}>` : c.email_address,
+            label: c.name || c.email_address,
+            detail: c.name ? c.email_address : "",
+            kind: "contact",
+          }))
+        )
+        .filter((item) => !taken.has(item.value.toLowerCase()))
+        .slice(0, 8);
+      ac.field = name;
+      ac.items = items;
+      ac.active = items.length ? 0 : -1;
+      renderSuggest();
+    }
+
+    function pick(index) {
+      const item = ac.items[index];
+      if (!item) return;
+      const name = ac.field;
+      addToken(name, item.value, item.kind === "group" ? `${item.label} (group)` : item.label, item.kind);
+      fields[name].input.value = "";
+      closeSuggest();
+      fields[name].input.focus();
+    }
+
+    suggest.addEventListener("mousedown", (event) => {
+      const item = event.target.closest(".suggest-item");
+      if (!item) return;
+      event.preventDefault(); // keep the focus in the input
+      pick(Number(item.dataset.index));
+    });
+
+    Object.entries(fields).forEach(([name, field]) => {
+      field.box.addEventListener("click", (event) => {
+        if (event.target === field.box) field.input.focus();
+      });
+      field.input.addEventListener("input", () => {
+        clearTimeout(ac.timer);
+        if (/[,;]\s*$/.test(field.input.value)) {
+          field.input.value = field.input.value.replace(/[,;]\s*$/, "");
+          commitTyped(name);
+          closeSuggest();
+          return;
+        }
+        ac.timer = setTimeout(() => updateSuggest(name), 120);
+      });
+      field.input.addEventListener("keydown", (event) => {
+        const open = !suggest.hidden && ac.field === name && ac.items.length;
+        if (event.key === "ArrowDown" && open) {
+          event.preventDefault();
+          ac.active = (ac.active + 1) % ac.items.length;
+          renderSuggest();
+        } else if (event.key === "ArrowUp" && open) {
+          event.preventDefault();
+          ac.active = (ac.active - 1 + ac.items.length) % ac.items.length;
+          renderSuggest();
+        } else if ((event.key === "Enter" || event.key === "Tab") && !event.ctrlKey && !event.metaKey) {
+          if (open && ac.active >= 0) {
+            event.preventDefault();
+            pick(ac.active);
+          } else if (field.input.value.trim()) {
+            if (event.key === "Enter") event.preventDefault();
+            commitTyped(name);
+            closeSuggest();
+          } else if (event.key === "Enter") {
+            event.preventDefault();
+          }
+        } else if (event.key === "Escape" && open) {
+          event.preventDefault();
+          event.stopPropagation();
+          closeSuggest();
+        } else if (event.key === "Backspace" && !field.input.value && field.tokens.length) {
+          event.preventDefault();
+          removeToken(name, field.tokens[field.tokens.length - 1]);
+        }
+      });
+      field.input.addEventListener("blur", () => {
+        setTimeout(() => {
+          if (document.activeElement === field.input) return;
+          commitTyped(name);
+          if (ac.field === name) closeSuggest();
+        }, 150);
+      });
+    });
+
+    $("compose-show-cc").addEventListener("click", () => showCc(true));
+
+    function showCc(focus) {
+      dialog.querySelectorAll('[data-field="cc"], [data-field="bcc"]').forEach((row) => (row.hidden = false));
+      $("compose-show-cc").hidden = true;
+      if (focus) fields.cc.input.focus();
+    }
+
+    // From ------------------------------------------------------------------------------
+
+    async function loadIdentities() {
+      try {
+        identities = results(await api("mail/identities/?page_size=500"));
+      } catch (error) {
+        identities = [];
+      }
+    }
+
+    function fillFrom(accountId) {
+      const options = [];
+      accounts.forEach((account) => {
+        const label = account.display_name ? `${account.display_name} <${account.email_address}>` : account.email_address;
+        options.push(el("option", { value: `a:${account.id}`, text: label }));
+        identities
+          .filter((identity) => identity.account === account.id)
+          .forEach((identity) => {
+            const name = identity.name ? `${identity.name} <${identity.email_address}>` : identity.email_address;
+            options.push(el("option", { value: `i:${identity.id}:${account.id}`, text: name }));
+          });
+      });
+      fromSelect.replaceChildren(...options);
+      const wanted = accountId || (accounts[0] && accounts[0].id);
+      if (wanted) fromSelect.value = `a:${wanted}`;
+    }
+
+    function fromValue() {
+      const [kind, id, accountId] = fromSelect.value.split(":");
+      if (kind === "i") return { account: Number(accountId), identity: Number(id) };
+      return { account: Number(id), identity: null };
+    }
+
+    // Attachments -------------------------------------------------------------------------
+
+    function addFiles(list) {
+      [...list].forEach(uploadFile);
+    }
+
+    function uploadFile(file) {
+      const bar = el("span", { class: "upload-bar" });
+      const progress = el("span", { class: "upload-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", "aria-label": `Uploading ${file.name}` }, bar);
+      const status = el("span", { class: "upload-status muted", text: formatSize(file.size) });
+      const remove = el("button", { type: "button", class: "compose-icon", "aria-label": `Remove ${file.name}`, text: "✕" });
+      const row = el("li", { class: "compose-file uploading", "data-filename": file.name }, el("span", { class: "upload-name", text: file.name }), progress, status, remove);
+      const entry = { file, id: null, row, done: false, failed: false, xhr: new XMLHttpRequest() };
+      files.push(entry);
+      filesList.append(row);
+      remove.addEventListener("click", () => {
+        if (!entry.done) entry.xhr.abort();
+        else api(`uploads/${entry.id}/`, { method: "DELETE" }).catch(() => {});
+        files = files.filter((f) => f !== entry);
+        row.remove();
+      });
+      const xhr = entry.xhr;
+      xhr.open("POST", API + "uploads/");
+      xhr.setRequestHeader("X-CSRFToken", csrfToken);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", (event) => {
+        if (!event.lengthComputable) return;
+        const percent = Math.round((100 * event.loaded) / event.total);
+        bar.style.width = `${percent}%`;
+        progress.setAttribute("aria-valuenow", String(percent));
+        row.dataset.progress = String(percent);
+      });
+      xhr.addEventListener("load", () => {
+        let data = null;
+        try {
+          data = JSON.parse(xhr.responseText);
+        } catch (error) {
+          data = null;
+        }
+        if (xhr.status === 201 && data) {
+          entry.id = data.id;
+          entry.done = true;
+          bar.style.width = "100%";
+          progress.setAttribute("aria-valuenow", "100");
+          row.classList.remove("uploading");
+          row.classList.add("uploaded");
+          row.dataset.uploadId = String(data.id);
+          status.textContent = formatSize(data.size);
+        } else {
+          failUpload(entry, status, (data && (data.detail || (data.file && data.file.join(" ")))) || `Upload failed (${xhr.status}).`);
+        }
+        maybeSendQueued();
+      });
+      xhr.addEventListener("error", () => failUpload(entry, status, "Upload failed: Satchel could not be reached."));
+      const data = new FormData();
+      data.append("file", file);
+      xhr.send(data);
+    }
+
+    function failUpload(entry, status, message) {
+      entry.failed = true;
+      entry.row.classList.remove("uploading");
+      entry.row.classList.add("failed");
+      status.textContent = message;
+    }
+
+    fileInput.addEventListener("change", () => {
+      addFiles(fileInput.files);
+      fileInput.value = "";
+    });
+
+    let dragDepth = 0;
+    dialog.addEventListener("dragenter", (event) => {
+      if (!event.dataTransfer || ![...event.dataTransfer.types].includes("Files")) return;
+      event.preventDefault();
+      dragDepth += 1;
+      dropzone.hidden = false;
+    });
+    dialog.addEventListener("dragover", (event) => {
+      if (!event.dataTransfer || ![...event.dataTransfer.types].includes("Files")) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = "copy";
+    });
+    dialog.addEventListener("dragleave", () => {
+      dragDepth = Math.max(0, dragDepth - 1);
+      if (!dragDepth) dropzone.hidden = true;
+    });
+    dialog.addEventListener("drop", (event) => {
+      event.preventDefault();
+      dragDepth = 0;
+      dropzone.hidden = true;
+      if (event.dataTransfer && event.dataTransfer.files.length) addFiles(event.dataTransfer.files);
+    });
+
+    // Errors ----------------------------------------------------------------------------
+
+    function clearError(name) {
+      const node = dialog.querySelector(`[data-error-for="${name}"]`);
+      if (node) {
+        node.hidden = true;
+        node.textContent = "";
+      }
+    }
+
+    function clearErrors() {
+      dialog.querySelectorAll("[data-error-for]").forEach((node) => {
+        node.hidden = true;
+        node.textContent = "";
+      });
+      dialog.querySelectorAll(".token.invalid").forEach((node) => {
+        node.classList.remove("invalid");
+        node.removeAttribute("aria-invalid");
+      });
+    }
+
+    function showError(name, message) {
+      const node = dialog.querySelector(`[data-error-for="${name}"]`) || dialog.querySelector('[data-error-for="detail"]');
+      node.textContent = message;
+      node.hidden = false;
+    }
+
+    function showApiError(error) {
+      // 400s keep per-field messages under "errors" (webapp/api/errors.py), summed up in "detail".
+      const body = Object.assign({}, (error.body && error.body.errors) || {});
+      if (!body.detail && error.body && error.body.detail) body.detail = error.body.detail;
+      if (Array.isArray(body.detail)) body.detail = body.detail.join(" ");
+      let shown = false;
+      if (body.addresses && typeof body.addresses === "object") {
+        // Each bad address next to the field it was typed in.
+        const perField = {};
+        for (let [address, problem] of Object.entries(body.addresses)) {
+          if (Array.isArray(problem)) problem = problem.join(" ");
+          let where = "to";
+          for (const name of ["to", "cc", "bcc"]) {
+            const token = fields[name].tokens.find((t) => t.value === address || t.value.includes(address));
+            if (token) {
+              token.node.classList.add("invalid");
+              token.node.setAttribute("aria-invalid", "true");
+              where = name;
+              break;
+            }
+          }
+          (perField[where] = perField[where] || []).push(`${address}: ${problem}`);
+        }
+        for (const [name, lines] of Object.entries(perField)) {
+          showError(name, lines.join("\n"));
+          if (name !== "to") showCc(false);
+        }
+        shown = true;
+      }
+      for (const [key, value] of Object.entries(body)) {
+        if (key === "detail" || key === "addresses" || key === "code") continue;
+        showError(key, Array.isArray(value) ? value.join(" ") : typeof value === "object" ? JSON.stringify(value) : String(value));
+        shown = true;
+      }
+      if (body.detail && (!shown || !body.addresses)) showError("detail", body.detail);
+      else if (!shown) showError("detail", error.message);
+    }
+
+    // Open / reset ----------------------------------------------------------------------
+
+    function reset() {
+      Object.keys(fields).forEach((name) => {
+        fields[name].tokens.slice().forEach((token) => removeToken(name, token));
+        fields[name].input.value = "";
+      });
+      dialog.querySelectorAll('[data-field="cc"], [data-field="bcc"]').forEach((row) => (row.hidden = true));
+      $("compose-show-cc").hidden = false;
+      subject.value = "";
+      text.value = "";
+      files.forEach((entry) => entry.done || entry.xhr.abort());
+      files = [];
+      filesList.replaceChildren();
+      inReplyTo = null;
+      later.hidden = true;
+      laterToggle.setAttribute("aria-expanded", "false");
+      sendAt.value = "";
+      clearErrors();
+      closeSuggest();
+    }
+
+    function isEmpty() {
+      return !Object.values(fields).some((f) => f.tokens.length || f.input.value.trim()) && !subject.value && !text.value.trim() && !files.length;
+    }
+
+    function show() {
+      if (!dialog.open) dialog.showModal();
+    }
+
+    const selfAddresses = () => new Set([...accounts.map((a) => a.email_address), ...identities.map((i) => i.email_address)].map((a) => (a || "").toLowerCase()));
+
+    async function open(detail) {
+      const action = (detail && detail.action) || "new";
+      await loadIdentities();
+      if (action === "new" && dialog.open) return fields.to.input.focus();
+      if (action !== "new" || !isEmpty()) reset();
+      fillFrom(detail && detail.account);
+      $("compose-title").textContent = { new: "New message", reply: "Reply", replyAll: "Reply all", forward: "Forward" }[action] || "New message";
+      show();
+      loadPeople();
+      if (action === "new" || !detail.id) {
+        fields.to.input.focus();
+        return;
+      }
+      let message;
+      try {
+        message = await api(`mail/messages/${detail.id}/`);
+      } catch (error) {
+        showError("detail", `Could not load the message: ${error.message}`);
+        return;
+      }
+      const mine = selfAddresses();
+      // Answer as the address the message was sent to, when it is one of ours.
+      const addressedTo = [...(message.to || []), ...(message.cc || [])].map((p) => (p.email || "").toLowerCase());
+      const identity = identities.find((i) => addressedTo.includes((i.email_address || "").toLowerCase()));
+      if (identity) fromSelect.value = `i:${identity.id}:${identity.account}`;
+      if (action === "forward") {
+        subject.value = prefixed("Fwd", message.subject);
+        text.value = forwarded(message);
+        fields.to.input.focus();
+      } else {
+        subject.value = prefixed("Re", message.subject);
+        text.value = quote(message);
+        inReplyTo = message.message_id || null;
+        const replyTo = header(message, "reply-to");
+        if (replyTo) addToken("to", replyTo);
+        else addToken("to", mailbox(message.sender));
+        if (action === "replyAll") {
+          const seen = new Set([...fields.to.tokens.map((t) => t.value.toLowerCase()), ...mine]);
+          const extra = (people) => (people || []).filter((p) => p.email && !seen.has(p.email.toLowerCase()) && !fields.to.tokens.some((t) => t.value.toLowerCase().includes(p.email.toLowerCase())));
+          extra(message.to).forEach((p) => addToken("to", mailbox(p)));
+          const cc = extra(message.cc);
+          if (cc.length) {
+            showCc(false);
+            cc.forEach((p) => addToken("cc", mailbox(p)));
+          }
+        }
+        text.focus();
+        text.setSelectionRange(0, 0);
+        text.scrollTop = 0;
+      }
+    }
+
+    // Sending ---------------------------------------------------------------------------
+
+    let queuedSend = null;
+
+    function maybeSendQueued() {
+      if (queuedSend && !files.some((f) => !f.done && !f.failed)) {
+        const options = queuedSend;
+        queuedSend = null;
+        send(options);
+      }
+    }
+
+    async function send({ scheduled } = {}) {
+      if (sending) return;
+      Object.keys(fields).forEach(commitTyped);
+      closeSuggest();
+      clearErrors();
+      const values = (name) => fields[name].tokens.map((t) => t.value);
+      if (!values("to").length && !values("cc").length && !values("bcc").length) {
+        showError("to", "Add at least one recipient.");
+        fields.to.input.focus();
+        return;
+      }
+      if (files.some((f) => f.failed)) {
+        showError("attachments", "An attachment failed to upload: remove it or attach it again.");
+        return;
+      }
+      if (files.some((f) => !f.done)) {
+        queuedSend = { scheduled };
+        $("compose-send").textContent = "Sending after uploads…";
+        return;
+      }
+      const from = fromValue();
+      const payload = {
+        account: from.account,
+        identity: from.identity,
+        to: values("to"),
+        cc: values("cc"),
+        bcc: values("bcc"),
+        subject: subject.value,
+        text: text.value,
+        attachments: files.map((f) => f.id),
+        in_reply_to: inReplyTo,
+      };
+      if (scheduled) {
+        if (!sendAt.value) {
+          showError("send_at", "Pick a date and time.");
+          sendAt.focus();
+          return;
+        }
+        payload.send_at = new Date(sendAt.value).toISOString();
+      }
+      sending = true;
+      form.classList.add("busy");
+      $("compose-send").disabled = true;
+      let message;
+      try {
+        message = await api("mail/outbox/", { method: "POST", body: payload });
+      } catch (error) {
+        showApiError(error);
+        return;
+      } finally {
+        sending = false;
+        form.classList.remove("busy");
+        $("compose-send").disabled = false;
+        $("compose-send").textContent = "Send";
+      }
+      const draft = snapshot();
+      dialog.close();
+      reset();
+      undoToast(message, draft, scheduled ? `Scheduled for ${formatWhen(message.send_at || payload.send_at)}.` : "Sending…");
+    }
+
+    function snapshot() {
+      return {
+        from: fromSelect.value,
+        to: fields.to.tokens.map((t) => [t.value, t.node.textContent.replace(/×$/, "")]),
+        cc: fields.cc.tokens.map((t) => [t.value, t.node.textContent.replace(/×$/, "")]),
+        bcc: fields.bcc.tokens.map((t) => [t.value, t.node.textContent.replace(/×$/, "")]),
+        subject: subject.value,
+        text: text.value,
+        inReplyTo,
+        title: $("compose-title").textContent,
+      };
+    }
+
+    function restore(draft) {
+      reset();
+      fromSelect.value = draft.from;
+      for (const name of ["to", "cc", "bcc"]) draft[name].forEach(([value, label]) => addToken(name, value, label));
+      if (draft.cc.length || draft.bcc.length) showCc(false);
+      subject.value = draft.subject;
+      text.value = draft.text;
+      inReplyTo = draft.inReplyTo;
+      $("compose-title").textContent = draft.title;
+      show();
+      text.focus();
+    }
+
+    function undoToast(message, draft, label) {
+      const box = $("toasts");
+      if (!box) return;
+      const undo = el("button", { type: "button", class: "link toast-undo", text: "Undo" });
+      const item = el("div", { class: "toast compose-toast", role: "status" }, el("span", { text: label + " " }), undo);
+      box.append(item);
+      const scheduled = message.state === "scheduled" && message.send_at;
+      const timer = setTimeout(() => item.remove(), (scheduled ? 15 : UNDO_SECONDS) * 1000);
+      undo.addEventListener("click", async () => {
+        clearTimeout(timer);
+        undo.disabled = true;
+        try {
+          await api(`mail/outbox/${message.id}/cancel/`, { method: "POST" });
+        } catch (error) {
+          item.remove();
+          toast(error.status === 409 ? "Too late to undo: the message is already on its way." : `Could not cancel: ${error.message}`, "failed");
+          return;
+        }
+        item.remove();
+        toast("Sending cancelled: the message is back in the editor.");
+        restore(draft);
+      });
+    }
+
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      send();
+    });
+    $("compose-schedule").addEventListener("click", () => send({ scheduled: true }));
+    laterToggle.addEventListener("click", () => {
+      later.hidden = !later.hidden;
+      laterToggle.setAttribute("aria-expanded", String(!later.hidden));
+      if (!later.hidden) {
+        if (!sendAt.value) {
+          const soon = new Date(Date.now() + 60 * 60 * 1000);
+          soon.setMinutes(0, 0, 0);
+          sendAt.value = new Date(soon.getTime() - soon.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+        }
+        sendAt.focus();
+      }
+    });
+    dialog.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        send();
+      }
+    });
+    $("compose-close").addEventListener("click", () => dialog.close());
+    $("compose-discard").addEventListener("click", () => {
+      files.forEach((entry) => entry.done && api(`uploads/${entry.id}/`, { method: "DELETE" }).catch(() => {}));
+      reset();
+      dialog.close();
+    });
+    dialog.addEventListener("cancel", (event) => {
+      // Esc closes the suggestions first.
+      if (!suggest.hidden) {
+        event.preventDefault();
+        closeSuggest();
+      }
+    });
+
+    document.addEventListener("satchel:compose", (event) => open(event.detail || {}));
+    const button = $("compose-button");
+    if (button) button.addEventListener("click", () => open({ action: "new", account: currentAccount() }));
+
+    function currentAccount() {
+      const params = new URLSearchParams(location.search);
+      return Number(params.get("account")) || null;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The outbox page
+  // -------------------------------------------------------------------------------------
+
+  function setupOutbox(page) {
+    const tbody = $("outbox-rows");
+
+    function cell(row, name) {
+      return row.querySelector(`[data-field="${name}"]`);
+    }
+
+    function apply(row, message) {
+      const state = cell(row, "state");
+      state.textContent = message.state;
+      state.className = `state outbox-state ${message.state}`;
+      if (message.attempts !== undefined) cell(row, "attempts").textContent = String(message.attempts);
+      const next = cell(row, "next_attempt_at");
+      next.replaceChildren();
+      if (CANCELLABLE.has(message.state) && message.next_attempt_at) {
+        next.append(el("time", { datetime: message.next_attempt_at, text: formatWhen(message.next_attempt_at) }));
+      }
+      if (message.last_error !== undefined) cell(row, "last_error").textContent = message.last_error || "";
+      const actions = row.lastElementChild;
+      actions.replaceChildren();
+      if (CANCELLABLE.has(message.state)) {
+        actions.append(el("button", { type: "button", class: "outbox-cancel", "data-cancel": String(message.id), text: "Cancel" }));
+      }
+    }
+
+    function build(message) {
+      const row = el(
+        "tr",
+        { "data-outbox-id": String(message.id) },
+        el("td", { "data-field": "subject", text: message.subject || "(no subject)" }),
+        el("td", { "data-field": "to", text: [...(message.to || []), ...(message.cc || []), ...(message.bcc || [])].map((p) => (typeof p === "string" ? p : p.email || p.name)).join(", ") }),
+        el("td", {}, el("span", { class: "state outbox-state", "data-field": "state" })),
+        el("td", { "data-field": "attempts" }),
+        el("td", { "data-field": "next_attempt_at" }),
+        el("td", { "data-field": "last_error", class: "outbox-error" }),
+        el("td")
+      );
+      apply(row, message);
+      return row;
+    }
+
+    // The server renders times in its zone; show them in the browser's.
+    tbody.querySelectorAll("time[datetime]").forEach((node) => (node.textContent = formatWhen(node.getAttribute("datetime"))));
+
+    document.addEventListener("satchel:outbox.state", async (event) => {
+      const message = event.detail && event.detail.message;
+      if (!message) return;
+      let row = tbody.querySelector(`tr[data-outbox-id="${message.id}"]`);
+      if (!row) {
+        let full = message;
+        try {
+          full = await api(`mail/outbox/${message.id}/`);
+        } catch (error) {
+          return;
+        }
+        row = tbody.querySelector(`tr[data-outbox-id="${message.id}"]`) || build(full);
+        tbody.prepend(row);
+        $("outbox-empty").hidden = true;
+      }
+      apply(row, message);
+    });
+
+    tbody.addEventListener("click", async (event) => {
+      const button = event.target.closest("[data-cancel]");
+      if (!button) return;
+      button.disabled = true;
+      try {
+        const message = await api(`mail/outbox/${button.dataset.cancel}/cancel/`, { method: "POST" });
+        apply(button.closest("tr"), message);
+        toast("Cancelled: it will not be sent.");
+      } catch (error) {
+        button.disabled = false;
+        toast(error.status === 409 ? "Too late to cancel: the message is already being sent." : error.message, "failed");
+      }
+    });
+    void page;
+  }
+
+  function start() {
+    const dialog = $("compose-dialog");
+    if (dialog) setupCompose(dialog);
+    const outbox = $("outbox-page");
+    if (outbox) setupOutbox(outbox);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,230 @@
+"""Composing in Chromium: the dialog, autocomplete, uploads, undo, replies and the outbox page,
+sending through the real Celery worker into the real aiosmtpd peer (AUTH after STARTTLS)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from email import message_from_bytes, policy
+
+import pytest
+from playwright.sync_api import expect
+
+from mailcore import people
+from mailcore.models import OutgoingMessage
+from tests.browser.test_mail_ui import _log_in, sync
+from tests.mailfactory import make_message
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(page):
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
+    yield
+    assert errors == []
+
+
+@pytest.fixture
+def account(imap_account, smtp):
+    imap_account.smtp_host = HOST
+    imap_account.smtp_port = smtp.port
+    imap_account.smtp_security = "starttls"
+    imap_account.smtp_username = "alice"
+    imap_account.smtp_password = "secret-alice"
+    imap_account.smtp_tls_fingerprint = smtp.fingerprint
+    imap_account.display_name = "Alice Liddell"
+    imap_account.save()
+    return imap_account
+
+
+def _open_compose(page):
+    page.goto("/mail/")
+    page.locator("#compose-button").click()
+    expect(page.locator("#compose-dialog")).to_be_visible()
+
+
+def _tokens(page, field: str):
+    return page.locator(f'.tokens[data-name="{field}"] .token')
+
+
+def _parsed(captured):
+    return message_from_bytes(captured.data, policy=policy.default)
+
+
+def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
+    page, screenshot, alice, account, smtp, celery_worker
+):
+    _log_in(page)
+    _open_compose(page)
+    expect(page.locator("#compose-from")).to_contain_text(account.email_address)
+    screenshot("compose-empty")
+    to = page.locator("#compose-to-input")
+    to.fill("bob@example.org")
+    to.press("Enter")
+    to.fill("carol@example.org,")
+    expect(_tokens(page, "to")).to_have_count(2)
+    page.locator("#compose-subject").fill("Lunch on Friday")
+    page.locator("#compose-text").fill("Shall we meet at noon?\nAlice")
+    screenshot("compose-filled")
+    page.locator("#compose-text").press("Control+Enter")
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    expect(page.locator(".compose-toast")).to_contain_text("Sending…")
+    expect(page.locator(".compose-toast button", has_text="Undo")).to_be_visible()
+
+    [captured] = smtp.wait_for_messages(1, timeout=40)
+    assert sorted(captured.rcpt_tos) == ["bob@example.org", "carol@example.org"]
+    assert captured.login == "alice" and captured.tls
+    parsed = _parsed(captured)
+    assert parsed["Subject"] == "Lunch on Friday"
+    assert "Alice Liddell" in parsed["From"]
+    assert "Shall we meet at noon?" in parsed.get_body(("plain",)).get_content()
+
+    page.goto("/mail/outbox/")
+    row = page.locator("#outbox-rows tr", has_text="Lunch on Friday")
+    expect(row.locator("[data-field=state]")).to_have_text("sent", timeout=20_000)
+    expect(row.locator("[data-field=attempts]")).to_have_text("1")
+    expect(row.locator(".outbox-cancel")).to_have_count(0)
+    screenshot("outbox")
+
+
+def test_autocomplete_picks_a_contact_and_a_group_by_keyboard(page, alice, account):
+    people.contact_create(owner=alice, name="Bob Builder", email_address="bob@example.org")
+    people.contact_create(owner=alice, name="Bobby Tables", email_address="bobby@example.org")
+    people.group_create(owner=alice, name="Team", members=["x@example.org", "y@example.org"])
+    _log_in(page)
+    _open_compose(page)
+    to = page.locator("#compose-to-input")
+    to.press_sequentially("bob")
+    options = page.locator("#compose-suggest [role=option]")
+    expect(options).to_have_count(2)
+    expect(options.first).to_have_class(re.compile("active"))
+    to.press("ArrowDown")
+    expect(options.nth(1)).to_have_class(re.compile("active"))
+    to.press("ArrowUp")
+    to.press("ArrowDown")
+    chosen = options.nth(1).locator(".suggest-name").inner_text()
+    to.press("Enter")
+    expect(page.locator("#compose-suggest")).to_be_hidden()
+    expect(_tokens(page, "to")).to_have_count(1)
+    names = {"Bob Builder": "bob@example.org", "Bobby Tables": "bobby@example.org"}
+    assert _tokens(page, "to").first.get_attribute("data-value") == f"{chosen} <{names[chosen]}>"
+
+    to.press_sequentially("tea")
+    expect(options).to_have_count(1)
+    expect(options.first).to_contain_text("Group")
+    to.press("Tab")
+    expect(_tokens(page, "to")).to_have_count(2)
+    assert _tokens(page, "to").nth(1).get_attribute("data-value") == "Team"
+    expect(_tokens(page, "to").nth(1)).to_have_class(re.compile("group"))
+    assert page.evaluate("document.activeElement.id") == "compose-to-input"
+
+    to.press("Backspace")
+    expect(_tokens(page, "to")).to_have_count(1)
+    to.press("Backspace")
+    expect(_tokens(page, "to")).to_have_count(0)
+
+
+def test_an_attachment_shows_progress_and_arrives(page, alice, account, smtp, celery_worker):
+    data = os.urandom(3 * 1024 * 1024)
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-to-input").fill("bob@example.org")
+    page.locator("#compose-subject").fill("The report")
+    page.locator("#compose-file").set_input_files(
+        [{"name": "report.bin", "mimeType": "application/octet-stream", "buffer": data}]
+    )
+    row = page.locator(".compose-file", has_text="report.bin")
+    expect(row.locator("[role=progressbar]")).to_be_visible()
+    expect(row).to_have_class(re.compile("uploaded"), timeout=30_000)
+    expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "100")
+    expect(row).to_have_attribute("data-progress", "100")
+    page.locator("#compose-send").click()
+    expect(page.locator(".compose-toast")).to_be_visible()
+
+    [captured] = smtp.wait_for_messages(1, timeout=40)
+    [part] = list(_parsed(captured).iter_attachments())
+    assert part.get_filename() == "report.bin"
+    assert hashlib.sha256(part.get_content()).digest() == hashlib.sha256(data).digest()
+
+
+def test_undo_cancels_and_nothing_reaches_the_server(page, alice, account, smtp, celery_worker):
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-to-input").fill("bob@example.org")
+    page.locator("#compose-subject").fill("Oops, not yet")
+    page.locator("#compose-text").fill("Draft text.")
+    page.locator("#compose-text").press("Control+Enter")
+    page.locator(".compose-toast button", has_text="Undo").click()
+    expect(page.locator(".toast", has_text="Sending cancelled")).to_be_visible()
+    # The message is back in the editor.
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    expect(page.locator("#compose-subject")).to_have_value("Oops, not yet")
+    expect(_tokens(page, "to")).to_have_count(1)
+    message = OutgoingMessage.objects.get(owner=alice, subject="Oops, not yet")
+    assert message.state == "cancelled"
+    time.sleep(12)  # past the undo window: the worker must not send it
+    assert smtp.messages == []
+    assert OutgoingMessage.objects.get(pk=message.pk).state == "cancelled"
+
+
+def test_a_bad_address_is_shown_next_to_its_field(page, alice, account):
+    _log_in(page)
+    _open_compose(page)
+    to = page.locator("#compose-to-input")
+    to.fill("bob@example.org")
+    to.press("Enter")
+    to.fill("not-an-address@@example")
+    to.press("Enter")
+    page.locator("#compose-subject").fill("Hello")
+    page.locator("#compose-send").click()
+    error = page.locator('[data-error-for="to"]')
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("not-an-address@@example")
+    expect(page.locator(".token.invalid")).to_have_attribute(
+        "data-value", "not-an-address@@example"
+    )
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    assert not OutgoingMessage.objects.filter(owner=alice).exists()
+
+
+def test_reply_prefills_from_the_open_message_and_threads(
+    page, alice, account, dovecot, mail_user, smtp, celery_worker
+):
+    raw = make_message(
+        subject="Re: Fwd: Plans",
+        sender="Carol Sender <carol@example.org>",
+        to=f"{account.email_address}",
+        body="Are you coming?\n> earlier line",
+        message_id="<plans-1@example.org>",
+    )
+    dovecot.append(mail_user, "INBOX", raw)
+    sync(account)
+    from mailcore.models import Message
+
+    message = Message.objects.get(account=account, subject="Re: Fwd: Plans")
+    _log_in(page)
+    page.goto(f"/mail/?account={account.pk}&mailbox={message.mailbox_id}&message={message.pk}")
+    expect(page.locator("#reader-content")).to_be_visible()
+    expect(page.locator("#reader-scroll")).to_contain_text("Plans")
+    page.locator("#list-title").click()  # focus on the page, not in a frame
+    page.keyboard.press("r")
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    expect(page.locator("#compose-title")).to_have_text("Reply")
+    expect(page.locator("#compose-subject")).to_have_value("Re: Plans")
+    expect(_tokens(page, "to")).to_have_count(1)
+    assert _tokens(page, "to").first.get_attribute("data-value") == (
+        "Carol Sender <carol@example.org>"
+    )
+    body = page.locator("#compose-text").input_value()
+    assert re.search(r"On .+, Carol Sender wrote:\n> Are you coming\?\n>> earlier line", body)
+    page.locator("#compose-text").press("Control+Enter")
+    [captured] = smtp.wait_for_messages(1, timeout=40)
+    parsed = _parsed(captured)
+    assert parsed["In-Reply-To"] == "<plans-1@example.org>"
+    assert parsed["Subject"] == "Re: Plans"
