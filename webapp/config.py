@@ -65,6 +65,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_int_list(name: str, default: list[int]) -> list[int]:
+    """Comma-separated whole numbers, e.g. OUTBOX_RETRY_DELAYS=60,300,900."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return [int(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} must be whole numbers separated by commas") from None
+
+
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict:
     """Parse a PostgreSQL URL into a Django DATABASES entry, refusing anything else."""
     parts = urlsplit(url)

@@ -13,6 +13,7 @@ from webapp import embedded
 from webapp.config import (
     env_bool,
     env_int,
+    env_int_list,
     env_list,
     env_required,
     env_str,
@@ -223,9 +224,7 @@ LOGGING = {
 
 # Outbox (mailcore/outbox.py). Delays between attempts after a transient failure, in
 # seconds; the last one repeats (RFC 5321 4.5.4.1: retry for at least 4-5 days).
-OUTBOX_RETRY_DELAYS = [
-    int(value) for value in env_list("OUTBOX_RETRY_DELAYS", ["60", "300", "900", "1800", "3600"])
-]
+OUTBOX_RETRY_DELAYS = env_int_list("OUTBOX_RETRY_DELAYS", [60, 300, 900, 1800, 3600])
 OUTBOX_GIVE_UP_AFTER = env_int("OUTBOX_GIVE_UP_AFTER", 4 * 24 * 3600, minimum=1)
 # Undo-send window: a message sits in `scheduled` this long, and cancel stops it.
 OUTBOX_UNDO_SECONDS = env_int("OUTBOX_UNDO_SECONDS", 10)

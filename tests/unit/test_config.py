@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from webapp.config import ConfigError, env_bool, env_int, parse_database_url, parse_redis_url
+from webapp.config import (
+    ConfigError,
+    env_bool,
+    env_int,
+    env_int_list,
+    parse_database_url,
+    parse_redis_url,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,3 +115,11 @@ def test_launcher_reports_configuration_errors_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "satchel: configuration error: DEBUG='perhaps' is not a boolean (use true or false)"
     ]
+
+
+def test_lists_of_numbers_are_checked(monkeypatch):
+    monkeypatch.setenv("OUTBOX_RETRY_DELAYS", "60, 300,900")
+    assert env_int_list("OUTBOX_RETRY_DELAYS", [1]) == [60, 300, 900]
+    monkeypatch.setenv("OUTBOX_RETRY_DELAYS", "60,five")
+    with pytest.raises(ConfigError, match=r"^OUTBOX_RETRY_DELAYS='60,five' must be whole"):
+        env_int_list("OUTBOX_RETRY_DELAYS", [1])
