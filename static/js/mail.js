@@ -1685,9 +1685,19 @@
     if (frame && reader.detail) frame.src = bodyUrl(reader.detail.id, true);
   }
 
+  // Compose (static/js/compose.js listens): a new message, or a reply to / forward of the open one.
+  function compose(action) {
+    const detail = { action, id: action === "new" ? null : reader.expanded, account: state.accountId };
+    document.dispatchEvent(new CustomEvent("satchel:compose", { detail }));
+  }
+
   readerContent.querySelector(".reader-toolbar").addEventListener("click", (event) => {
     const button = event.target.closest("[data-action]");
     if (!button) return;
+    if (button.dataset.compose) {
+      if (reader.expanded) compose(button.dataset.compose);
+      return;
+    }
     const ids = readerIds();
     if (!ids.length) return;
     const action = button.dataset.action;
@@ -1962,12 +1972,11 @@
       case "r":
       case "a":
       case "f": {
-        // Compose (static/js/compose.js listens): c new; r reply, a reply all, f forward.
+        // c new; r reply, a reply all, f forward.
         const action = { c: "new", r: "reply", a: "replyAll", f: "forward" }[event.key];
-        const id = reader.expanded;
-        if (action !== "new" && !id) return;
+        if (action !== "new" && !reader.expanded) return;
         event.preventDefault();
-        document.dispatchEvent(new CustomEvent("satchel:compose", { detail: { action, id, account: state.accountId } }));
+        compose(action);
         break;
       }
       default:

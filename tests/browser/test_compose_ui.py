@@ -212,6 +212,11 @@ def test_reply_prefills_from_the_open_message_and_threads(
     page.goto(f"/mail/?account={account.pk}&mailbox={message.mailbox_id}&message={message.pk}")
     expect(page.locator("#reader-content")).to_be_visible()
     expect(page.locator("#reader-scroll")).to_contain_text("Plans")
+    page.get_by_role("button", name="Forward").click()  # the reading pane's buttons
+    expect(page.locator("#compose-title")).to_have_text("Forward")
+    expect(page.locator("#compose-subject")).to_have_value("Fwd: Plans")
+    page.keyboard.press("Escape")
+    expect(page.locator("#compose-dialog")).to_be_hidden()
     page.locator("#list-title").click()  # focus on the page, not in a frame
     page.keyboard.press("r")
     expect(page.locator("#compose-dialog")).to_be_visible()
