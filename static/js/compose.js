@@ -11,13 +11,7 @@
   const CANCELLABLE = new Set(["scheduled", "queued", "retrying"]);
   const $ = (id) => document.getElementById(id);
 
-  const csrfToken = (() => {
-    try {
-      return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"];
-    } catch (error) {
-      return "";
-    }
-  })();
+  const csrfToken = window.Satchel.csrfToken;
 
   function toast(text, variant) {
     if (window.Satchel && window.Satchel.toast) window.Satchel.toast(text, variant);
@@ -35,36 +29,9 @@
     return node;
   }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super((body && body.detail) || `The request failed (${status}).`);
-      this.status = status;
-      this.body = body || {};
-    }
-  }
-
-  async function api(path, { method = "GET", body } = {}) {
-    const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-    if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken;
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(API + path, options);
-    } catch (error) {
-      throw new ApiError(0, { detail: "Satchel could not be reached. Check your connection." });
-    }
-    if (response.status === 204) return null;
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (error) {
-      data = null;
-    }
-    if (!response.ok) throw new ApiError(response.status, data);
-    return data;
+  // The shared client (static/js/api.js); compose shows errors itself, next to the fields.
+  function api(path, options) {
+    return window.Satchel.api(API + path, { ...options, quiet: true });
   }
 
   const results = (data) => (Array.isArray(data) ? data : (data && data.results) || []);

@@ -99,6 +99,6 @@
     });
   });
 
-  window.Satchel = { toast };
+  window.Satchel = Object.assign(window.Satchel || {}, { toast });
   if (document.body.dataset.authenticated === "true") connect();
 })();

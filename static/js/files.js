@@ -23,13 +23,7 @@
   // ------------------------------------------------------------------ The browser
   function browser(app) {
     const data = JSON.parse($("files-data").textContent);
-    const csrfToken = (() => {
-      try {
-        return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"];
-      } catch (error) {
-        return "";
-      }
-    })();
+    const { ApiError, csrfToken } = window.Satchel;
     const ROW_H = 36; // keep in step with files.css (.file-row height)
     const OVERSCAN = 40;
     const MAX_ROWS = 300;
@@ -73,57 +67,10 @@
       return `${siteUrl("download")}?path=${encodeURIComponent(path)}`;
     }
 
-    function errorText(status, body) {
-      if (!body || typeof body !== "object") return `The request failed (${status}).`;
-      let detail = body.detail;
-      if (!detail) {
-        const first = Object.entries(body).find(([, value]) => Array.isArray(value) && value.length);
-        detail = first ? String(first[1][0]) : `The request failed (${status}).`;
-      }
-      if (body.explanation && !String(detail).includes(body.explanation)) return `${detail} — ${body.explanation}`;
-      return String(detail);
-    }
-
-    class ApiError extends Error {
-      constructor(status, body) {
-        super(errorText(status, body));
-        this.status = status;
-        this.body = body || {};
-      }
-    }
-
-    async function api(action, { method = "GET", body, params, quiet = false } = {}) {
-      const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-      if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken;
-      if (body !== undefined) {
-        options.headers["Content-Type"] = "application/json";
-        options.body = JSON.stringify(body);
-      }
+    // The shared client (static/js/api.js), against this site's endpoints.
+    function api(action, { params, ...options } = {}) {
       const query = params ? "?" + new URLSearchParams(params).toString() : "";
-      let response;
-      try {
-        response = await fetch(siteUrl(action) + query, options);
-      } catch (error) {
-        const failure = new ApiError(0, { detail: "Satchel could not be reached. Check your connection." });
-        if (!quiet) toast(failure.message, "failed");
-        throw failure;
-      }
-      if (response.status === 204) return null;
-      let json = null;
-      try {
-        json = await response.json();
-      } catch (error) {
-        json = null;
-      }
-      if (response.status === 401 || (response.status === 403 && json && json.code === "not_authenticated")) {
-        location.assign(`/login/?next=${encodeURIComponent(location.pathname + location.search)}`);
-      }
-      if (!response.ok) {
-        const failure = new ApiError(response.status, json);
-        if (!quiet) toast(failure.message, "failed");
-        throw failure;
-      }
-      return json;
+      return window.Satchel.api(siteUrl(action) + query, options);
     }
 
     // ---------------------------------------------------------------- Helpers
@@ -972,7 +919,7 @@
             } catch (error) {
               body = null;
             }
-            fail(item, errorText(xhr.status, body));
+            fail(item, new ApiError(xhr.status, body).message);
           }
           resolve();
         };

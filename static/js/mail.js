@@ -86,61 +86,13 @@
   const drawerQuery = window.matchMedia("(max-width: 1099px)");
 
   const $ = (id) => document.getElementById(id);
-  const csrfToken = (() => {
-    try {
-      return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"];
-    } catch (error) {
-      return "";
-    }
-  })();
-
   function toast(text, variant) {
     if (window.Satchel && window.Satchel.toast) window.Satchel.toast(text, variant);
   }
 
-  class ApiError extends Error {
-    constructor(status, body) {
-      super((body && body.detail) || `The request failed (${status}).`);
-      this.status = status;
-      this.body = body || {};
-    }
-  }
-
-  // fetch() against the API; an error answer becomes a toast with the server's `detail`
-  // (for a 502 that is the mail server's own words) unless `quiet`.
-  async function api(path, { method = "GET", body, quiet = false } = {}) {
-    const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-    if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken;
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    const url = /^(https?:)?\//.test(path) ? path : API + path;
-    let response;
-    try {
-      response = await fetch(url, options);
-    } catch (error) {
-      const failure = new ApiError(0, { detail: "Satchel could not be reached. Check your connection." });
-      if (!quiet) toast(failure.message, "failed");
-      throw failure;
-    }
-    if (response.status === 204) return null;
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (error) {
-      data = null;
-    }
-    if (response.status === 401 || (response.status === 403 && data && data.code === "not_authenticated")) {
-      // The session ended (logged out in another tab, expired): log in again, then come back.
-      location.assign(`/login/?next=${encodeURIComponent(location.pathname + location.search)}`);
-    }
-    if (!response.ok) {
-      const failure = new ApiError(response.status, data);
-      if (!quiet) toast(failure.message, "failed");
-      throw failure;
-    }
-    return data;
+  // The shared client (static/js/api.js); paths are relative to the API root.
+  function api(path, options) {
+    return window.Satchel.api(/^(https?:)?\//.test(path) ? path : API + path, options);
   }
 
   async function apiAll(path) {
