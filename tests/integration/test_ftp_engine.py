@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from OpenSSL._util import lib as openssl_lib
-from pyftpdlib.handlers import DTPHandler, TLS_DTPHandler
+from pyftpdlib.handlers import TLS_DTPHandler
 from pyftpdlib.log import logger
 
 from ftpcore.protocols.ftp import (
@@ -38,7 +38,7 @@ from ftpcore.protocols.ftp import (
 )
 from tests.peers.certs import CertBundle
 from tests.peers.fixtures import USERS
-from tests.peers.ftp import FTPServer
+from tests.peers.ftp import Cut, CuttingDTP, FTPServer
 from tests.unit.test_ftp_listing import CASES as CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,55 +76,6 @@ def round_trip(session: FtpSession, home: Path, name: str, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------- special servers
-
-
-class Cut:
-    """What the cutting server does next (consumed once)."""
-
-    download: tuple[int, bool] | None = None  # (after bytes, silently with a 226)
-    upload: int | None = None
-    stall: int | None = None  # stop sending after N bytes, keeping the connection open
-
-
-class CuttingDTP(DTPHandler):
-    """Closes the data connection once after N bytes, like a dying NAT or network."""
-
-    def send(self, data: bytes) -> int:
-        if Cut.stall is not None and self.tot_bytes_sent >= Cut.stall:
-            Cut.stall = None
-            self.del_channel()  # silent from now on: neither data, nor EOF, nor a reply
-            return 0
-        rule = Cut.download
-        if rule is not None and self.file_obj is not None and not self.receive:
-            left = rule[0] - self.tot_bytes_sent
-            if left <= 0:
-                Cut.download = None
-                if rule[1]:  # lie: pretend everything was sent (226)
-                    self.producer_fifo.clear()
-                self.handle_close()  # 426 unless the fifo is empty
-                return 0
-            data = data[:left]
-        return super().send(data)
-
-    def recv(self, buffer_size: int) -> bytes:
-        chunk = super().recv(buffer_size)
-        limit = Cut.upload
-        if limit is not None and self.receive and self.cmd in ("STOR", "APPE"):
-            left = limit - self.tot_bytes_received
-            if len(chunk) >= left:
-                Cut.upload = None
-                self._cut_now = True
-                chunk = chunk[:left]
-        return chunk
-
-    def handle_read(self) -> None:
-        super().handle_read()
-        if getattr(self, "_cut_now", False):
-            self._cut_now = False
-            self._resp = ("426 Connection cut by the test server.", logger.info)
-            self.close()
-
-    handle_read_event = handle_read  # DTPHandler binds its own handle_read here
 
 
 class ReuseRequiredDTP(TLS_DTPHandler):

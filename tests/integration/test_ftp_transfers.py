@@ -12,8 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connections
-from pyftpdlib.handlers import DTPHandler
-from pyftpdlib.log import logger
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 
@@ -21,7 +19,7 @@ from ftpcore import transfers
 from ftpcore.models import FtpSite, Transfer
 from tests.peers.certs import CertBundle
 from tests.peers.fixtures import USERS
-from tests.peers.ftp import FTPServer
+from tests.peers.ftp import Cut, CuttingDTP, FTPServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,44 +60,6 @@ def wait_finished(transfer_id: int, timeout: float = 60) -> Transfer:
 # --------------------------------------------------------------------------- cutting server
 
 
-class CutOnce:
-    download: int | None = None  # close the data connection once after N bytes of a RETR
-    upload: int | None = None  # ... or after N bytes received by a STOR / APPE
-
-
-class CuttingDTP(DTPHandler):
-    def send(self, data: bytes) -> int:
-        limit = CutOnce.download
-        if limit is not None and self.file_obj is not None and not self.receive:
-            left = limit - self.tot_bytes_sent
-            if left <= 0:
-                CutOnce.download = None
-                self.handle_close()  # 426: the transfer was aborted
-                return 0
-            data = data[:left]
-        return super().send(data)
-
-    def recv(self, buffer_size: int) -> bytes:
-        chunk = super().recv(buffer_size)
-        limit = CutOnce.upload
-        if limit is not None and self.receive and self.cmd in ("STOR", "APPE"):
-            left = limit - self.tot_bytes_received
-            if len(chunk) >= left:
-                CutOnce.upload = None
-                self._cut_now = True
-                chunk = chunk[:left]
-        return chunk
-
-    def handle_read(self) -> None:
-        super().handle_read()
-        if getattr(self, "_cut_now", False):
-            self._cut_now = False
-            self._resp = ("426 Connection cut by the test server.", logger.info)
-            self.close()
-
-    handle_read_event = handle_read  # DTPHandler binds its own handle_read here
-
-
 @pytest.fixture(scope="module")
 def cutting_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
     server = FTPServer(cert=peer_cert)
@@ -116,8 +76,8 @@ def cutting_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
 def cutting(cutting_server: FTPServer) -> Iterator[FTPServer]:
     cutting_server.clear_homes()
     yield cutting_server
-    CutOnce.download = None
-    CutOnce.upload = None
+    Cut.download = None
+    Cut.upload = None
 
 
 # --------------------------------------------------------------------------- through the worker
@@ -210,7 +170,7 @@ def test_copy_between_two_folders_of_one_site(celery_worker, ftp, alice, api_as)
 def test_download_cut_at_60_percent_is_resumed_and_identical(celery_worker, cutting, alice, api_as):
     data = payload(4 * MB + 9, seed=4)
     (cutting.homes["alice"] / "f.bin").write_bytes(data)
-    CutOnce.download = len(data) * 6 // 10
+    Cut.download = (len(data) * 6 // 10, False)
     site = make_site(alice, cutting)
     created = api_as(alice).post(
         "/api/v1/ftp/transfers/",
@@ -218,7 +178,7 @@ def test_download_cut_at_60_percent_is_resumed_and_identical(celery_worker, cutt
         format="json",
     )
     row = wait_finished(created.json()["id"])
-    assert CutOnce.download is None  # the cut happened
+    assert Cut.download is None  # the cut happened
     assert row.state == "done", row.last_error
     assert row.attempts >= 2
     assert row.sha256 == sha(data)
@@ -231,7 +191,7 @@ def test_upload_cut_at_60_percent_is_resumed_and_identical(
     data = payload(4 * MB + 5, seed=9)
     source = tmp_path / "up.bin"
     source.write_bytes(data)
-    CutOnce.upload = len(data) * 6 // 10
+    Cut.upload = len(data) * 6 // 10
     site = make_site(alice, cutting)
     with open(source, "rb") as file:
         created = api_as(alice).post(
@@ -240,7 +200,7 @@ def test_upload_cut_at_60_percent_is_resumed_and_identical(
             format="multipart",
         )
     row = wait_finished(created.json()["id"])
-    assert CutOnce.upload is None  # the cut happened
+    assert Cut.upload is None  # the cut happened
     assert row.state == "done", row.last_error
     assert row.attempts >= 2
     stored = cutting.homes["alice"] / "up.bin"
@@ -259,9 +219,9 @@ def test_copy_between_two_sites_cut_at_60_percent_is_resumed(
     if cut == "download":  # the source is the cutting server this time
         (cutting.homes["alice"] / "src.bin").write_bytes(data)
         source, target = target, source
-        CutOnce.download = len(data) * 6 // 10
+        Cut.download = (len(data) * 6 // 10, False)
     else:
-        CutOnce.upload = len(data) * 6 // 10
+        Cut.upload = len(data) * 6 // 10
     created = api_as(alice).post(
         "/api/v1/ftp/transfers/",
         {
@@ -275,7 +235,7 @@ def test_copy_between_two_sites_cut_at_60_percent_is_resumed(
     )
     assert created.status_code == 201, created.content
     row = wait_finished(created.json()["id"])
-    assert CutOnce.download is None and CutOnce.upload is None
+    assert Cut.download is None and Cut.upload is None
     assert row.state == "done", row.last_error
     assert row.attempts >= 2
     home = (ftp if cut == "download" else cutting).homes["alice"]

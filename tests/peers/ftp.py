@@ -9,8 +9,9 @@ from pathlib import Path
 from types import TracebackType
 
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
+from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_FTPHandler
 from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.log import logger
 from pyftpdlib.servers import FTPServer as _PyFTPServer
 
 from .certs import CertBundle, generate_cert
@@ -137,3 +138,56 @@ class FTPServer:
                 self._server.ioloop.loop(timeout=0.05, blocking=False)
         finally:
             self._server.close_all()
+
+
+# Fault injection on the data connection: set a rule on Cut, then serve with
+# `handler.dtp_handler = CuttingDTP` and `handler.use_sendfile = False`.
+
+
+class Cut:
+    """What the cutting server does next (consumed once)."""
+
+    download: tuple[int, bool] | None = None  # (after bytes, silently with a 226)
+    upload: int | None = None
+    stall: int | None = None  # stop sending after N bytes, keeping the connection open
+
+
+class CuttingDTP(DTPHandler):
+    """Closes the data connection once after N bytes, like a dying NAT or network."""
+
+    def send(self, data: bytes) -> int:
+        if Cut.stall is not None and self.tot_bytes_sent >= Cut.stall:
+            Cut.stall = None
+            self.del_channel()  # silent from now on: neither data, nor EOF, nor a reply
+            return 0
+        rule = Cut.download
+        if rule is not None and self.file_obj is not None and not self.receive:
+            left = rule[0] - self.tot_bytes_sent
+            if left <= 0:
+                Cut.download = None
+                if rule[1]:  # lie: pretend everything was sent (226)
+                    self.producer_fifo.clear()
+                self.handle_close()  # 426 unless the fifo is empty
+                return 0
+            data = data[:left]
+        return super().send(data)
+
+    def recv(self, buffer_size: int) -> bytes:
+        chunk = super().recv(buffer_size)
+        limit = Cut.upload
+        if limit is not None and self.receive and self.cmd in ("STOR", "APPE"):
+            left = limit - self.tot_bytes_received
+            if len(chunk) >= left:
+                Cut.upload = None
+                self._cut_now = True
+                chunk = chunk[:left]
+        return chunk
+
+    def handle_read(self) -> None:
+        super().handle_read()
+        if getattr(self, "_cut_now", False):
+            self._cut_now = False
+            self._resp = ("426 Connection cut by the test server.", logger.info)
+            self.close()
+
+    handle_read_event = handle_read  # DTPHandler binds its own handle_read here
