@@ -31,7 +31,7 @@ from django.db import transaction
 
 from ftpcore.models import FtpSite
 from ftpcore.protocols import ftp
-from ftpcore.services import file_download_open, ftp_config, resolve_path
+from ftpcore.services import IsADirectory, file_download_open, ftp_config, resolve_path
 from mailcore import services
 from mailcore.models import Attachment, Upload
 from mailcore.outbox import upload_create
@@ -110,7 +110,10 @@ def upload_create_from_ftp(*, owner, site: FtpSite, path: str) -> Upload:
     (a folder, a bad path) and FileTooLarge."""
     if site.owner_id != owner.pk:
         raise ValueError("site: no such site.")
-    download = file_download_open(site=site, path=check_path(path))
+    try:
+        download = file_download_open(site=site, path=check_path(path))
+    except IsADirectory:
+        raise ValueError(f"{path} is a folder: pick a file to attach.") from None
     if download.size is not None and download.size > settings.UPLOAD_MAX_BYTES:
         download.chunks.close()
         raise _too_large(download.name, download.size)
