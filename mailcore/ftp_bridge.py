@@ -109,8 +109,8 @@ class _Capped:
 def upload_create_from_ftp(*, owner, site: FtpSite, path: str) -> Upload:
     """Copy one file of the user's FTP site into a new Upload, streamed, size-capped.
 
-    Raises the engine's FtpError (a 550 with the server's words), IsADirectory / ValueError
-    (a folder, a bad path) and FileTooLarge."""
+    Raises the engine's FtpError (a 550 with the server's words), ValueError (a folder, a
+    bad path, someone else's site) and FileTooLarge."""
     if site.owner_id != owner.pk:
         raise ValueError("site: no such site.")
     try:
