@@ -12,8 +12,10 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from mailcore import outbox, people, selectors
+from ftpcore.api import FtpErrorsMixin
+from mailcore import ftp_bridge, outbox, people, selectors
 from mailcore.api import MailErrorsMixin, int_param
+from mailcore.ftp_bridge_api import FtpFileSerializer, ftp_files
 from mailcore.models import OutgoingMessage, Upload
 from mailcore.protocols.compose import AddressError, HeaderInjection
 from mailcore.serializers import (
@@ -51,8 +53,13 @@ class PeopleErrorsMixin(MailErrorsMixin):
         return super().handle_exception(exc)
 
 
+class OutboxCreateSerializer(OutgoingMessageCreateSerializer):
+    ftp_attachments = FtpFileSerializer(many=True, required=False, default=list)
+
+
 class OutboxViewSet(
     PeopleErrorsMixin,
+    FtpErrorsMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
@@ -74,11 +81,9 @@ class OutboxViewSet(
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(
-        request=OutgoingMessageCreateSerializer, responses={201: OutgoingMessageSerializer}
-    )
+    @extend_schema(request=OutboxCreateSerializer, responses={201: OutgoingMessageSerializer})
     def create(self, request):
-        form = OutgoingMessageCreateSerializer(data=request.data)
+        form = OutboxCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         user = request.user
@@ -94,20 +99,27 @@ class OutboxViewSet(
         if len(uploads) != len(upload_ids):
             raise ValidationError({"attachments": "No such upload."})
         uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
-        message = outbox.outbox_create(
-            owner=user,
-            account=account,
-            identity=identity,
-            to=data.get("to") or [],
-            cc=data.get("cc") or [],
-            bcc=data.get("bcc") or [],
-            subject=data.get("subject", ""),
-            text=data.get("text", ""),
-            html=data.get("html") or None,
-            uploads=uploads,
-            in_reply_to=data.get("in_reply_to") or None,
-            send_at=data.get("send_at"),
-        )
+        # Files from FTP sites become uploads for this message only: gone once it is built.
+        sites = ftp_files(user=user, entries=data["ftp_attachments"])
+        from_ftp = ftp_bridge.uploads_create_from_ftp(owner=user, files=sites)
+        try:
+            message = outbox.outbox_create(
+                owner=user,
+                account=account,
+                identity=identity,
+                to=data.get("to") or [],
+                cc=data.get("cc") or [],
+                bcc=data.get("bcc") or [],
+                subject=data.get("subject", ""),
+                text=data.get("text", ""),
+                html=data.get("html") or None,
+                uploads=uploads + from_ftp,
+                in_reply_to=data.get("in_reply_to") or None,
+                send_at=data.get("send_at"),
+            )
+        finally:
+            for upload in from_ftp:
+                ftp_bridge.upload_discard(upload=upload)
         return Response(OutgoingMessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=OutgoingMessageSerializer)

@@ -44,3 +44,14 @@ def outbox_sweep_stale() -> int:
     from mailcore import outbox
 
     return outbox.outbox_sweep_stale()
+
+
+# Mail and FTP together (mailcore/ftp_bridge.py): the service claims the job and records the
+# servers' refusals on it; FTP cuts are resumed inside the service, so no Celery retries.
+
+
+@shared_task
+def mail_attachment_save_to_ftp(job_id: int) -> None:
+    from mailcore import ftp_bridge
+
+    ftp_bridge.attachment_save_to_ftp(job_id=job_id)

@@ -210,6 +210,9 @@ MAIL_IDLE_REFRESH_SECONDS = env_int("MAIL_IDLE_REFRESH_SECONDS", 5, minimum=1)
 # Background FTP transfers: how many run at once against one site, and how often to retry.
 FTP_TRANSFERS_PER_SITE = env_int("FTP_TRANSFERS_PER_SITE", 2, minimum=1, maximum=50)
 FTP_TRANSFER_ATTEMPTS = env_int("FTP_TRANSFER_ATTEMPTS", 5, minimum=1, maximum=100)
+# The largest file attached to a message from an FTP site (bytes; 25 MiB, most providers'
+# limit): refused with a clear 400 before anything is stored (mailcore/ftp_bridge.py).
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 25 * 1024 * 1024, minimum=1, maximum=2**40)
 # A running job that has not reported for this long is taken for lost (its worker died).
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 600, minimum=5)
 

@@ -355,22 +355,41 @@
       [...list].forEach(uploadFile);
     }
 
-    function uploadFile(file) {
+    // One row in the attachment list; `abort` stops it while it is still arriving.
+    function fileEntry(name, size, abort) {
       const bar = el("span", { class: "upload-bar" });
-      const progress = el("span", { class: "upload-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", "aria-label": `Uploading ${file.name}` }, bar);
-      const status = el("span", { class: "upload-status muted", text: formatSize(file.size) });
-      const remove = el("button", { type: "button", class: "compose-icon", "aria-label": `Remove ${file.name}`, text: "✕" });
-      const row = el("li", { class: "compose-file uploading", "data-filename": file.name }, el("span", { class: "upload-name", text: file.name }), progress, status, remove);
-      const entry = { file, id: null, row, done: false, failed: false, xhr: new XMLHttpRequest() };
+      const progress = el("span", { class: "upload-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", "aria-label": `Uploading ${name}` }, bar);
+      const status = el("span", { class: "upload-status muted", text: formatSize(size) });
+      const remove = el("button", { type: "button", class: "compose-icon", "aria-label": `Remove ${name}`, text: "✕" });
+      const row = el("li", { class: "compose-file uploading", "data-filename": name }, el("span", { class: "upload-name", text: name }), progress, status, remove);
+      const entry = { id: null, row, bar, progress, status, done: false, failed: false, abort };
       files.push(entry);
       filesList.append(row);
       remove.addEventListener("click", () => {
-        if (!entry.done) entry.xhr.abort();
+        if (!entry.done) entry.abort();
         else api(`uploads/${entry.id}/`, { method: "DELETE" }).catch(() => {});
         files = files.filter((f) => f !== entry);
         row.remove();
       });
-      const xhr = entry.xhr;
+      return entry;
+    }
+
+    // A finished upload (POST uploads/ or uploads/from-ftp/): ready to send.
+    function uploadDone(entry, data) {
+      entry.id = data.id;
+      entry.done = true;
+      entry.bar.style.width = "100%";
+      entry.progress.setAttribute("aria-valuenow", "100");
+      entry.row.classList.remove("uploading");
+      entry.row.classList.add("uploaded");
+      entry.row.dataset.uploadId = String(data.id);
+      entry.status.textContent = formatSize(data.size);
+    }
+
+    function uploadFile(file) {
+      const xhr = new XMLHttpRequest();
+      const entry = fileEntry(file.name, file.size, () => xhr.abort());
+      const { bar, progress, row, status } = entry;
       xhr.open("POST", API + "uploads/");
       xhr.setRequestHeader("X-CSRFToken", csrfToken);
       xhr.setRequestHeader("Accept", "application/json");
@@ -389,14 +408,7 @@
           data = null;
         }
         if (xhr.status === 201 && data) {
-          entry.id = data.id;
-          entry.done = true;
-          bar.style.width = "100%";
-          progress.setAttribute("aria-valuenow", "100");
-          row.classList.remove("uploading");
-          row.classList.add("uploaded");
-          row.dataset.uploadId = String(data.id);
-          status.textContent = formatSize(data.size);
+          uploadDone(entry, data);
         } else {
           failUpload(entry, status, (data && (data.detail || (data.file && data.file.join(" ")))) || `Upload failed (${xhr.status}).`);
         }
@@ -414,6 +426,27 @@
       entry.row.classList.add("failed");
       status.textContent = message;
     }
+
+    // Attach from FTP: the server copies the file into an upload (static/js/ftp_picker.js).
+    async function attachFromFtp() {
+      const pick = await window.Satchel.ftpPicker.open({ mode: "attach" });
+      if (!pick) return;
+      let removed = false;
+      const entry = fileEntry(pick.name, pick.size || 0, () => {
+        removed = true;
+      });
+      entry.row.classList.add("from-ftp");
+      entry.status.textContent = "Fetching from FTP…";
+      try {
+        const data = await api("uploads/from-ftp/", { method: "POST", body: { site: pick.site, path: pick.path } });
+        if (removed) api(`uploads/${data.id}/`, { method: "DELETE" }).catch(() => {});
+        else uploadDone(entry, data);
+      } catch (error) {
+        failUpload(entry, entry.status, error.message);
+      }
+      maybeSendQueued();
+    }
+    $("compose-ftp").addEventListener("click", attachFromFtp);
 
     fileInput.addEventListener("change", () => {
       addFiles(fileInput.files);
@@ -519,7 +552,7 @@
       $("compose-show-cc").hidden = false;
       subject.value = "";
       text.value = "";
-      files.forEach((entry) => entry.done || entry.xhr.abort());
+      files.forEach((entry) => entry.done || entry.abort());
       files = [];
       filesList.replaceChildren();
       inReplyTo = null;

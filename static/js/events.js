@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  const KIND_LABELS = { connectivity_check: "Connectivity check", mail_sync: "Mail sync" };
+  const KIND_LABELS = { connectivity_check: "Connectivity check", mail_sync: "Mail sync", attachment_save_to_ftp: "Save to FTP" };
   const FINISHED = new Set(["done", "failed", "cancelled"]);
   // The latest state of each job heard of, for rows that arrive after their events (a job
   // can finish before the htmx response that inserts its row has reached the page).

@@ -1537,6 +1537,7 @@
       )
     );
     if (attachments.length) {
+      const ftpJobs = el("div", { class: "fp-jobs" });
       article.append(
         el(
           "ul",
@@ -1544,7 +1545,7 @@
           attachments.map((a) =>
             el(
               "li",
-              {},
+              { class: "fp-attachment" },
               el(
                 "a",
                 { href: `${API}mail/attachments/${a.id}/`, download: a.filename || "attachment", title: `${a.filename} (${a.content_type})` },
@@ -1552,10 +1553,12 @@
                 el("span", { class: "name", text: a.filename || "attachment" }),
                 el("span", { class: "size muted", text: formatSize(a.size || 0) }),
                 icon("i-download", "download")
-              )
+              ),
+              el("button", { type: "button", class: "fp-save", title: `Save ${a.filename || "the attachment"} to one of your FTP sites`, text: "Save to FTP…", onclick: () => window.Satchel.ftpPicker.saveAttachment(a, ftpJobs) })
             )
           )
-        )
+        ),
+        ftpJobs
       );
     }
     if (detail.remote_images_blocked && !reader.images) {

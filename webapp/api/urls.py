@@ -4,6 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from ftpcore.api import FtpSiteViewSet, TransferViewSet
 from mailcore.api import AttachmentViewSet, MailAccountViewSet, MailboxViewSet, MessageViewSet
+from mailcore.ftp_bridge_api import AttachmentSaveToFtpView, UploadFromFtpView
 from mailcore.outbox_api import (
     ContactGroupViewSet,
     ContactViewSet,
@@ -32,5 +33,11 @@ urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("uploads/from-ftp/", UploadFromFtpView.as_view(), name="upload-from-ftp"),
+    path(
+        "mail/attachments/<int:pk>/save-to-ftp/",
+        AttachmentSaveToFtpView.as_view(),
+        name="mail-attachment-save-to-ftp",
+    ),
     path("", include(router.urls)),
 ]

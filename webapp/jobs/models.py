@@ -15,6 +15,7 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         CONNECTIVITY_CHECK = "connectivity_check", "Connectivity check"
         MAIL_SYNC = "mail_sync", "Mail sync"
+        ATTACHMENT_SAVE_TO_FTP = "attachment_save_to_ftp", "Save attachment to FTP"
 
     FINISHED_STATES = (State.DONE, State.FAILED, State.CANCELLED)
 
