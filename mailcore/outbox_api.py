@@ -4,6 +4,7 @@ groups. Views are thin: mailcore.outbox and mailcore.people do the work."""
 from __future__ import annotations
 
 from django.db.models import Q
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -12,7 +13,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from mailcore import outbox, people, selectors
+from mailcore import forwarding, outbox, people, selectors
 from mailcore.api import MailErrorsMixin, int_param
 from mailcore.models import OutgoingMessage, Upload
 from mailcore.protocols.compose import AddressError, HeaderInjection
@@ -94,6 +95,17 @@ class OutboxViewSet(
         if len(uploads) != len(upload_ids):
             raise ValidationError({"attachments": "No such upload."})
         uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
+        in_reply_to, references = data.get("in_reply_to") or None, []
+        if data.get("reply_to_message"):
+            original = _original(user, data["reply_to_message"], "reply_to_message")
+            in_reply_to, references = forwarding.reply_headers(original=original)
+        forward_attachment = None
+        if data.get("forward_of"):
+            original = _original(user, data["forward_of"], "forward_of")
+            if data["forward_mode"] == "attachment":
+                forward_attachment = forwarding.forward_raw(original=original)
+            else:
+                uploads += forwarding.forward_uploads(owner=user, original=original)
         message = outbox.outbox_create(
             owner=user,
             account=account,
@@ -105,7 +117,9 @@ class OutboxViewSet(
             text=data.get("text", ""),
             html=data.get("html") or None,
             uploads=uploads,
-            in_reply_to=data.get("in_reply_to") or None,
+            in_reply_to=in_reply_to,
+            references=references,
+            forward_attachment=forward_attachment,
             send_at=data.get("send_at"),
         )
         return Response(OutgoingMessageSerializer(message).data, status=status.HTTP_201_CREATED)
@@ -130,6 +144,13 @@ class OutboxViewSet(
         outbox.outbox_resolve_unknown(message=message)
         message.refresh_from_db()
         return Response(OutgoingMessageSerializer(message).data)
+
+
+def _original(user, message_id: int, field: str):
+    try:
+        return selectors.message_get(user=user, message_id=message_id)
+    except Http404:
+        raise ValidationError({field: "No such message."}) from None
 
 
 class UploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
