@@ -49,12 +49,12 @@ def send(client, account, smtp, **fields):
     assert response.status_code == 201, response.content
     assert outbox.outbox_send(message_id=response.json()["id"]) == "sent"
     [captured] = smtp.wait_for_messages(1)
-    return message_from_bytes(captured.data, policy=policy.default)
+    return message_from_bytes(captured.data, policy=policy.default), captured.data
 
 
 def test_a_reply_carries_the_whole_thread_in_references(account, original, smtp, api_as):
     message, _ = original
-    sent = send(api_as(account.owner), account, smtp, reply_to_message=message.pk)
+    sent, _ = send(api_as(account.owner), account, smtp, reply_to_message=message.pk)
     assert sent["In-Reply-To"] == "<q3@example.org>"
     assert sent["References"].split() == [
         "<q1@example.org>",
@@ -65,7 +65,7 @@ def test_a_reply_carries_the_whole_thread_in_references(account, original, smtp,
 
 def test_an_inline_forward_carries_the_original_attachments(account, original, smtp, api_as):
     message, _ = original
-    sent = send(api_as(account.owner), account, smtp, forward_of=message.pk)
+    sent, _ = send(api_as(account.owner), account, smtp, forward_of=message.pk)
     [attachment] = list(sent.iter_attachments())
     assert attachment.get_filename() == "figures ü.bin"
     content = attachment.get_content()
@@ -76,9 +76,10 @@ def test_a_forward_as_attachment_carries_the_original_byte_for_byte(
     account, original, smtp, api_as
 ):
     message, raw = original
-    sent = send(
+    sent, data = send(
         api_as(account.owner), account, smtp, forward_of=message.pk, forward_mode="attachment"
     )
+    assert raw in data  # the original, unchanged, as the part's body
     [attachment] = list(sent.iter_attachments())
     assert attachment.get_content_type() == "message/rfc822"
     assert attachment.get_filename() == "Quarterly figures.eml"
