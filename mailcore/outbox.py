@@ -167,9 +167,11 @@ def outbox_create(
     uploads: list[Upload] = (),
     in_reply_to: str | None = None,
     references: list[str] = (),
+    forward_attachment: bytes | None = None,
     send_at: datetime | None = None,
 ) -> OutgoingMessage:
     """Validate, build the final bytes once, store the row, enqueue after commit.
+    ``forward_attachment`` is a whole message to attach as message/rfc822.
 
     Raises HeaderInjection (a line break in a header value), AddressError (every bad
     address, with what is wrong), ValueError (no recipients, someone else's objects)."""
@@ -223,6 +225,7 @@ def outbox_create(
         ],
         in_reply_to=in_reply_to or None,
         references=list(references or ([in_reply_to] if in_reply_to else [])),
+        forward_as_attachment=forward_attachment,
         message_id=make_message_id(_ascii_domain(domain)),
         date=send_at if send_at and send_at > now else now,
     )

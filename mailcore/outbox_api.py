@@ -4,6 +4,7 @@ groups. Views are thin: mailcore.outbox and mailcore.people do the work."""
 from __future__ import annotations
 
 from django.db.models import Q
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -13,7 +14,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from ftpcore.api import FtpErrorsMixin
-from mailcore import ftp_bridge, outbox, people, selectors
+from mailcore import forwarding, ftp_bridge, outbox, people, selectors
 from mailcore.api import MailErrorsMixin, int_param
 from mailcore.ftp_bridge_api import FtpFileSerializer, ftp_files
 from mailcore.models import OutgoingMessage, Upload
@@ -99,10 +100,22 @@ class OutboxViewSet(
         if len(uploads) != len(upload_ids):
             raise ValidationError({"attachments": "No such upload."})
         uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
-        # Files from FTP sites become uploads for this message only: gone once it is built.
+        in_reply_to, references = data.get("in_reply_to") or None, []
+        if data.get("reply_to_message"):
+            original = _original(user, data["reply_to_message"], "reply_to_message")
+            in_reply_to, references = forwarding.reply_headers(original=original)
+        forward_attachment = None
+        if data.get("forward_of"):
+            original = _original(user, data["forward_of"], "forward_of")
+            if data["forward_mode"] == "attachment":
+                forward_attachment = forwarding.forward_raw(original=original)
+        # Files from FTP sites and a forwarded message's attachments become uploads for this
+        # message only: gone once it is built.
         sites = ftp_files(user=user, entries=data["ftp_attachments"])
-        from_ftp = ftp_bridge.uploads_create_from_ftp(owner=user, files=sites)
+        temporary = ftp_bridge.uploads_create_from_ftp(owner=user, files=sites)
         try:
+            if data.get("forward_of") and forward_attachment is None:
+                temporary += forwarding.forward_uploads(owner=user, original=original)
             message = outbox.outbox_create(
                 owner=user,
                 account=account,
@@ -113,12 +126,14 @@ class OutboxViewSet(
                 subject=data.get("subject", ""),
                 text=data.get("text", ""),
                 html=data.get("html") or None,
-                uploads=uploads + from_ftp,
-                in_reply_to=data.get("in_reply_to") or None,
+                uploads=uploads + temporary,
+                in_reply_to=in_reply_to,
+                references=references,
+                forward_attachment=forward_attachment,
                 send_at=data.get("send_at"),
             )
         finally:
-            for upload in from_ftp:
+            for upload in temporary:
                 ftp_bridge.upload_discard(upload=upload)
         return Response(OutgoingMessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
@@ -142,6 +157,13 @@ class OutboxViewSet(
         outbox.outbox_resolve_unknown(message=message)
         message.refresh_from_db()
         return Response(OutgoingMessageSerializer(message).data)
+
+
+def _original(user, message_id: int, field: str):
+    try:
+        return selectors.message_get(user=user, message_id=message_id)
+    except Http404:
+        raise ValidationError({field: "No such message."}) from None
 
 
 class UploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):

@@ -236,4 +236,18 @@ class OutgoingMessageCreateSerializer(serializers.Serializer):
         child=serializers.IntegerField(), required=False, default=list
     )
     in_reply_to = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    reply_to_message = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Id of the message answered: sets In-Reply-To and References from it.",
+    )
+    forward_of = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Id of the message forwarded."
+    )
+    forward_mode = serializers.ChoiceField(
+        choices=["inline", "attachment"],
+        default="inline",
+        help_text="inline: the original's attachments travel along; "
+        "attachment: the whole original as a message/rfc822 part.",
+    )
     send_at = serializers.DateTimeField(required=False, allow_null=True)
