@@ -31,6 +31,7 @@ from ftpcore.serializers import (
     SiteCheckSerializer,
     TransferSerializer,
 )
+from ftpcore.streaming import AsyncChunks
 from webapp.api.errors import RemoteRefusal
 
 PATH_PARAM = OpenApiParameter("path", str, description="Absolute, or relative to initial_path")
@@ -79,7 +80,7 @@ def _data(serializer_class, request) -> dict:
 
 
 class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
-    """FTP sites. Each file action opens a short-lived session (a pool comes later)."""
+    """FTP sites. File actions use the web process's pooled sessions (ftpcore/pool.py)."""
 
     serializer_class = FtpSiteSerializer
     lookup_value_converter = "int"
@@ -119,7 +120,8 @@ class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
         if not path:
             raise ValidationError({"path": ["Give the path of the file to download."]})
         download = services.file_download_open(site=site, path=path)
-        response = StreamingHttpResponse(download.chunks, content_type="application/octet-stream")
+        content_type = "application/zip" if download.is_zip else "application/octet-stream"
+        response = StreamingHttpResponse(AsyncChunks(download.chunks), content_type=content_type)
         if download.size is not None:
             response["Content-Length"] = str(download.size)
         response["Content-Disposition"] = attachment_disposition(download.name)
