@@ -4,8 +4,10 @@ editing, the server's refusals, phones. Every effect is checked on the server's 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
+import zipfile
 import zlib
 
 import pytest
@@ -369,3 +371,102 @@ def test_drop_files_from_the_desktop(page, alice, ftp, home):
     assert (home / "docs" / "drop1.txt").read_bytes() == b"dropped one"
     assert (home / "docs" / "drop2.txt").read_bytes() == b"dropped two"
     expect(page.locator("#drop-overlay")).to_be_hidden()
+
+
+def test_download_a_folder_as_a_zip(page, alice, ftp, home):
+    (home / "docs" / "sub folder").mkdir()
+    (home / "docs" / "sub folder" / "été.txt").write_bytes("été\n".encode())
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    _row(page, "docs").locator(".col-size").click()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download", exact=True).click()
+    download = info.value
+    assert download.suggested_filename == "docs.zip"
+    archive = zipfile.ZipFile(download.path())
+    assert archive.read("docs/inner.txt") == b"inside docs\n"
+    assert archive.read("docs/sub folder/été.txt") == "été\n".encode()
+
+
+def test_a_large_upload_goes_in_chunks_and_survives_a_dropped_chunk(page, alice, ftp, home):
+    data = hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32 + 7)  # ~20 MiB
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    chunks: list[str] = []
+
+    def drop_the_second(route) -> None:
+        chunks.append(route.request.url)
+        if len(chunks) == 2:
+            route.abort("connectionreset")  # the network dropped it: nothing reached Satchel
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/uploads/\d+/\?offset=\d+$"), drop_the_second)
+    page.locator("#upload-input").set_input_files(
+        [{"name": "large.bin", "mimeType": "application/octet-stream", "buffer": data}]
+    )
+    expect(page.locator("#transfer-list .state.done")).to_have_count(1, timeout=60_000)
+    assert (home / "large.bin").read_bytes() == data
+    offsets = [int(url.rsplit("=", 1)[1]) for url in chunks]
+    assert offsets == [0, 8 * 1024 * 1024, 8 * 1024 * 1024, 16 * 1024 * 1024]  # resent once
+    assert not [p.name for p in home.iterdir() if "part" in p.name]
+
+
+def test_background_download_and_copy_progress_live(
+    page, screenshot, alice, ftp, home, celery_worker
+):
+    payload = bytes(range(256)) * (12 * 1024 * 4)  # 12 MiB
+    (home / "movie.bin").write_bytes(payload)
+    site = _site(alice, ftp)
+    _site(alice, ftp, name="Backup", initial_path="/music")
+    _log_in(page)
+    _open(page, site)
+
+    _row(page, "movie.bin").locator(".col-size").click()
+    page.keyboard.press("b")  # download in background
+    panel = page.locator("#bg-transfers")
+    expect(panel).to_be_visible()
+    row = panel.locator(".bg-row").first
+    expect(row).to_contain_text("movie.bin")
+    expect(row.locator(".state")).to_have_text("done", timeout=60_000)  # live, no reload
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(row).to_contain_text("12 MB of 12 MB")
+    response = page.request.get(
+        row.get_by_role("link", name="Save movie.bin").get_attribute("href")
+    )
+    assert response.status == 200 and response.body() == payload
+
+    # Copy to another site, choosing the folder in the picker by keyboard.
+    _row(page, "a.txt").locator(".col-size").click()
+    page.keyboard.press("c")
+    expect(page.locator("#dialog-title")).to_have_text("Copy a.txt")
+    expect(page.locator("#copy-site")).to_have_value(str(FtpSite.objects.get(name="Backup").pk))
+    expect(page.locator("#copy-folder")).to_have_value("/music")
+    page.locator("#copy-folder").fill("/")
+    page.get_by_role("button", name="Into docs").click()
+    expect(page.locator("#copy-folder")).to_have_value("/docs")
+    screenshot("files-copy-dialog")
+    page.keyboard.press("Enter")
+    copy = panel.locator(".bg-row").first
+    expect(copy).to_contain_text("Backup /docs/")
+    expect(copy.locator(".state")).to_have_text("done", timeout=60_000)
+    assert (home / "docs" / "a.txt").read_bytes() == b"0123456789"
+
+    # A copy the server refuses: failed, in the server's words, and Retry is offered.
+    (home / "locked").mkdir()
+    ftp.authorizer.override_perm("alice", str(home / "locked"), "elr")  # no STOR there
+    try:
+        _row(page, "report.pdf").locator(".col-size").click()
+        page.keyboard.press("c")
+        page.locator("#copy-folder").fill("/locked")
+        page.locator("#dialog-ok").click()
+        failed = panel.locator(".bg-row").first
+        expect(failed.locator(".state")).to_have_text("failed", timeout=60_000)
+        expect(failed.locator(".transfer-error")).to_contain_text("550")
+        expect(failed.get_by_role("button", name="Retry report.pdf")).to_be_visible()
+    finally:
+        ftp.authorizer.user_table["alice"]["operms"].clear()
+    expect(page.locator("#bg-count")).to_be_hidden()
+    screenshot("files-background-transfers")

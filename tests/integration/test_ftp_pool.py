@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from ftpcore import services
 from ftpcore.models import FtpSite
@@ -98,6 +99,10 @@ def _site(owner, server: FTPServer, **fields) -> FtpSite:
     return services.site_create(owner=owner, **{**values, **fields})
 
 
+async def _read(response) -> bytes:
+    return b"".join([chunk async for chunk in response.streaming_content])
+
+
 def _config(server: FTPServer) -> ftp.FtpConfig:
     return ftp.FtpConfig(
         host=server.host, port=server.port, username="alice", password=USERS["alice"]
@@ -123,7 +128,7 @@ def test_ten_listings_log_in_once(alice, api_as, counting_server, counter):
     assert chmod.status_code == 200
     download = client.get(f"{url}/download/", {"path": "/f.txt"})
     assert download.status_code == 200
-    assert b"".join(download) == b"pooled"
+    assert async_to_sync(_read)(download) == b"pooled"
     assert client.post(f"{url}/delete/", {"path": "/newer"}, format="json").status_code == 204
     assert counter.count("login", "alice") == 1
     assert browse_pool.idle_count(services.pool_key(site)) == 1
