@@ -1559,15 +1559,20 @@
 
     $("bg-list").addEventListener("click", async (event) => {
       const button = event.target.closest("button[data-action]");
-      if (!button) return;
-      const id = Number(button.closest("li").dataset.id);
-      button.disabled = true;
+      if (!button || button.getAttribute("aria-disabled") === "true") return;
+      const li = button.closest("li");
+      const id = Number(li.dataset.id);
+      button.setAttribute("aria-disabled", "true"); // not `disabled`: that would drop the focus
       try {
         const transfer = await window.Satchel.api(`${data.transfers}${id}/${button.dataset.action}/`, { method: "POST" });
         upsertTransfer(transfer);
       } catch (error) {
-        button.disabled = false;
+        button.removeAttribute("aria-disabled");
+        return;
       }
+      // Pause becomes Resume, Retry becomes Pause…: the keyboard stays on the row.
+      const next = li.querySelector("button, a");
+      if (next && !li.contains(document.activeElement)) next.focus();
     });
     document.addEventListener("satchel:transfer.progress", async (event) => {
       const update = event.detail && event.detail.transfer;

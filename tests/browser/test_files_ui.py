@@ -12,9 +12,12 @@ import zlib
 
 import pytest
 from playwright.sync_api import expect
+from pyftpdlib.handlers import ThrottledDTPHandler
 
 from ftpcore import services
 from ftpcore.models import FtpSite
+from tests.peers.fixtures import USERS
+from tests.peers.ftp import FTPServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -470,3 +473,52 @@ def test_background_download_and_copy_progress_live(
         ftp.authorizer.user_table["alice"]["operms"].clear()
     expect(page.locator("#bg-count")).to_be_hidden()
     screenshot("files-background-transfers")
+
+
+@pytest.fixture(scope="module")
+def slow_server(peer_cert):
+    """Sends at most 2 MiB/s, so a background download can be watched, paused, resumed."""
+    server = FTPServer(cert=peer_cert)
+    server.handler.dtp_handler = type("Slow", (ThrottledDTPHandler,), {"write_limit": 2 << 20})
+    server.handler.use_sendfile = False
+    for name, password in USERS.items():
+        server.add_user(name, password)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_pause_and_resume_a_background_download_live(
+    page, screenshot, alice, slow_server, celery_worker
+):
+    slow_server.clear_homes()
+    payload = hashlib.sha256(b"slow").digest() * (10 * 1024 * 1024 // 32)  # 10 MiB
+    (slow_server.homes["alice"] / "slow movie.bin").write_bytes(payload)
+    site = _site(alice, slow_server, name="Slow server")
+    _log_in(page)
+    _open(page, site)
+    _row(page, "slow movie.bin").locator(".col-size").click()
+    page.get_by_role("button", name="In background").click()
+    row = page.locator("#bg-list .bg-row").first
+    bar = row.get_by_role("progressbar")
+    page.wait_for_function(
+        """() => {
+          const bar = document.querySelector('#bg-list .bg-row [role=progressbar]');
+          return bar && Number(bar.getAttribute('aria-valuenow')) >= 15;
+        }""",
+        timeout=30_000,
+    )
+    expect(row.locator(".state")).to_have_text("running")
+    expect(row.locator(".transfer-figures")).to_contain_text(re.compile(r"MB/s · .* left"))
+    screenshot("files-transfer-running")
+
+    row.get_by_role("button", name="Pause slow movie.bin").click()
+    expect(row.locator(".state")).to_have_text("paused")
+    expect(row.get_by_role("button", name="Resume slow movie.bin")).to_be_focused()
+    paused_at = int(bar.get_attribute("aria-valuenow"))
+    assert 15 <= paused_at < 100
+    row.get_by_role("button", name="Resume slow movie.bin").click()
+    expect(row.locator(".state")).to_have_text("done", timeout=60_000)
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    href = row.get_by_role("link", name="Save slow movie.bin").get_attribute("href")
+    assert page.request.get(href).body() == payload
