@@ -70,8 +70,11 @@ def upload_session_create(
     if size < 0:
         raise ValueError("The size must not be negative.")
     name = file_name_check(name)
-    path = resolve_path(
-        site=site, path=posixpath.join(resolve_path(site=site, path=directory), name)
+    path = posixpath.join(resolve_path(site=site, path=directory), name)
+    # Two uploads to one file would write one temporary file: the newer one wins, the
+    # older one's next chunk is refused (the newer one's first chunk truncates the file).
+    UploadSession.objects.filter(site=site, path=path, state=State.OPEN).update(
+        state=State.CANCELLED, lease_until=None
     )
     return UploadSession.objects.create(owner=owner, site=site, path=path, size=size)
 

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ftpcore.protocols import ftp
@@ -75,7 +75,6 @@ class PoolStats:
     discarded: int = 0
     reaped: int = 0
     retried: int = 0
-    by_key: dict[Key, int] = field(default_factory=dict)
 
 
 class SessionPool:
@@ -125,19 +124,18 @@ class SessionPool:
                 break
             if self._clock() - entry.since > self.noop_after:
                 try:
-                    self.stats.noops += 1
+                    self._count("noops")
                     entry.session.noop()
                 except ftp.FtpError:
                     self._discard(entry.session)
                     continue  # dead: the next idle one, or a new one
-            self.stats.reused += 1
+            self._count("reused")
             return entry.session, True
         return self._new(key, config), False
 
     def _new(self, key: Key, config: ftp.FtpConfig) -> ftp.FtpSession:
         session = self._connect(config)
-        self.stats.created += 1
-        self.stats.by_key[key] = self.stats.by_key.get(key, 0) + 1
+        self._count("created")
         return session
 
     def checkin(self, key: Key, session: ftp.FtpSession) -> None:
@@ -181,7 +179,7 @@ class SessionPool:
         except BaseException as exc:
             self.release(key, session, clean=isinstance(exc, ftp.FtpCommandError))
             raise
-        self.stats.retried += 1
+        self._count("retried")
         self._drop_key(key)
         session = self._new(key, config)
         try:
@@ -223,7 +221,7 @@ class SessionPool:
                 else:
                     del self._idle[key]
         self._close_all(expired)
-        self.stats.reaped += len(expired)
+        self._count("reaped", len(expired))
         return len(expired)
 
     def clear(self) -> None:
@@ -255,8 +253,12 @@ class SessionPool:
                     self._reaper = None
                     return
 
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+
     def _discard(self, session: ftp.FtpSession) -> None:
-        self.stats.discarded += 1
+        self._count("discarded")
         session.close()
 
     @staticmethod

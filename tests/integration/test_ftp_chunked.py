@@ -228,3 +228,23 @@ def test_another_users_upload_is_404(alice, bob, api_as, ftp):
     assert [c.status_code for c in calls] == [404] * len(calls)
     assert UploadSession.objects.get(pk=start.json()["id"]).state == "open"
     assert list(ftp.homes["alice"].iterdir()) == []
+
+
+def test_a_newer_upload_of_the_same_file_wins(alice, api_as, ftp):
+    site = _site(alice, ftp)
+    client = api_as(alice)
+
+    def start() -> str:
+        body = {"name": "same.bin", "size": 6}
+        upload = client.post(f"{SITES}{site.pk}/uploads/", body, format="json").json()
+        return f"{SITES}{site.pk}/uploads/{upload['id']}/"
+
+    older = start()
+    assert _put(client, older, 0, b"old").status_code == 200
+    newer = start()  # another tab, the same file
+    assert client.get(older).json()["state"] == "cancelled"
+    refused = _put(client, older, 3, b"OLD")
+    assert refused.status_code == 409 and refused.json()["code"] == "upload_finished"
+    assert _put(client, newer, 0, b"new").json()["offset"] == 3
+    assert _put(client, newer, 3, b"NEW").json()["state"] == "done"
+    assert (ftp.homes["alice"] / "same.bin").read_bytes() == b"newNEW"
