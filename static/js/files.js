@@ -1063,12 +1063,14 @@
         }
         if (retryable(status, body) && failures < RETRY_DELAYS.length) {
           setItemState(item, "reconnecting", "paused");
+          item.stateLabel.title = `The connection dropped at byte ${offset.toLocaleString()}; the upload goes on from what the server holds.`;
           await sleep(RETRY_DELAYS[failures]);
           failures += 1;
           const now = await window.Satchel.api(url, { quiet: true }).catch(() => null);
           if (item.cancelled) return;
           if (now) offset = now.offset;
           setItemState(item, "uploading", "running");
+          item.stateLabel.title = "";
           continue;
         }
         if (body && body.code === "upload_finished") remember(key, null);

@@ -392,7 +392,9 @@ def test_download_a_folder_as_a_zip(page, alice, ftp, home):
     assert archive.read("docs/sub folder/été.txt") == "été\n".encode()
 
 
-def test_a_large_upload_goes_in_chunks_and_survives_a_dropped_chunk(page, alice, ftp, home):
+def test_a_large_upload_goes_in_chunks_and_survives_a_dropped_chunk(
+    page, screenshot, alice, ftp, home
+):
     data = hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32 + 7)  # ~20 MiB
     site = _site(alice, ftp)
     _log_in(page)
@@ -410,6 +412,8 @@ def test_a_large_upload_goes_in_chunks_and_survives_a_dropped_chunk(page, alice,
     page.locator("#upload-input").set_input_files(
         [{"name": "large.bin", "mimeType": "application/octet-stream", "buffer": data}]
     )
+    expect(page.locator("#transfer-list .state")).to_have_text("reconnecting")
+    screenshot("files-upload-reconnecting")
     expect(page.locator("#transfer-list .state.done")).to_have_count(1, timeout=60_000)
     assert (home / "large.bin").read_bytes() == data
     offsets = [int(url.rsplit("=", 1)[1]) for url in chunks]
@@ -473,6 +477,10 @@ def test_background_download_and_copy_progress_live(
         ftp.authorizer.user_table["alice"]["operms"].clear()
     expect(page.locator("#bg-count")).to_be_hidden()
     screenshot("files-background-transfers")
+    page.set_viewport_size(PHONE)
+    expect(failed.get_by_role("button", name="Retry report.pdf")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot("files-background-transfers-phone")
 
 
 @pytest.fixture(scope="module")
