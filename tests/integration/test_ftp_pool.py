@@ -278,3 +278,23 @@ def test_a_session_broken_mid_command_is_not_returned(counting_server, counter):
         pool.run(key, config, lambda s: s.list("/missing"))
     assert pool.idle_count(key) == 1  # a clean refusal: the session is in step
     pool.clear()
+
+
+def test_a_zip_closed_half_way_closes_its_session(alice, counting_server, counter):
+    folder = counting_server.homes["alice"] / "album"
+    folder.mkdir(exist_ok=True)
+    for i in range(3):
+        (folder / f"track {i}.bin").write_bytes(bytes([i]) * (2 * 1024 * 1024))
+    site = _site(alice, counting_server)
+    download = services.file_download_open(site=site, path="/album")
+    assert download.is_zip and download.name == "album.zip"
+    received = 0
+    while received < 3 * 1024 * 1024:  # into the second file
+        received += len(next(download.chunks))
+    download.chunks.close()  # the browser went away
+    assert browse_pool.idle_count(services.pool_key(site)) == 0
+    assert counter.count("cmd", "RETR") == 1 + 2  # "is it a file?", then two tracks
+    whole = services.file_download_open(site=site, path="/album")
+    assert len(b"".join(whole.chunks)) > 6 * 1024 * 1024
+    assert browse_pool.idle_count(services.pool_key(site)) == 1  # complete: kept
+    assert counter.count("login") == 2
