@@ -1691,6 +1691,10 @@
         return;
       }
       if (inPreview) return;
+      if (key === "Escape" && target.closest && target.closest("#bg-transfers")) {
+        scroll.focus();
+        return;
+      }
       if (target.closest && target.closest("a, button") && (key === "Enter" || key === " ")) return;
       const ctrl = event.ctrlKey || event.metaKey;
       const page = Math.max(1, Math.floor(scroll.clientHeight / ROW_H) - 1);

@@ -530,3 +530,11 @@ def test_pause_and_resume_a_background_download_live(
     expect(bar).to_have_attribute("aria-valuenow", "100")
     href = row.get_by_role("link", name="Save slow movie.bin").get_attribute("href")
     assert page.request.get(href).body() == payload
+    expect(row.get_by_role("link", name="Save slow movie.bin")).to_be_focused()
+    page.keyboard.press("Escape")  # back to the files; T hides and shows the panel
+    expect(page.locator("#file-scroll")).to_be_focused()
+    page.keyboard.press("t")
+    expect(page.locator("#bg-transfers")).to_be_hidden()
+    page.keyboard.press("t")
+    expect(page.locator("#bg-transfers")).to_be_visible()
+    expect(row.get_by_role("link", name="Save slow movie.bin")).to_be_focused()
