@@ -10,6 +10,9 @@ four round trips (more with TLS), so the sessions a request used are kept for th
   fails it is closed and the next idle one (or a new one) is used;
 - sessions idle for more than ``max_age`` seconds are closed, lazily on checkout and by a
   reaper thread that wakes every ``reap_every`` seconds while the pool holds sessions;
+- a server that limits connections (421 at the greeting) while some of the key's sessions
+  are out gets one of them when it comes back (waiting up to ``slot_wait`` seconds), as
+  FileZilla queues work on such servers rather than failing it;
 - a session is returned only when the work finished, or ended in a clean 4xx/5xx refusal
   (``FtpCommandError``: the command completed and the connection is in step); anything
   else (network errors, an interrupted transfer, a cancelled stream, a bug) closes it.
@@ -75,6 +78,7 @@ class PoolStats:
     discarded: int = 0
     reaped: int = 0
     retried: int = 0
+    waited: int = 0
 
 
 class SessionPool:
@@ -85,17 +89,21 @@ class SessionPool:
         noop_after: float = 15.0,
         max_age: float = 60.0,
         reap_every: float = 15.0,
+        slot_wait: float = 30.0,
         connect: Callable[[ftp.FtpConfig], ftp.FtpSession] = ftp.FtpSession,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_idle = max_idle
+        self.slot_wait = slot_wait
         self.noop_after = noop_after
         self.max_age = max_age
         self.reap_every = reap_every
         self._connect = connect
         self._clock = clock
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
         self._idle: dict[Key, list[_Idle]] = {}
+        self._out: dict[Key, int] = {}  # sessions checked out, per key
         self._reaper: threading.Thread | None = None
         self._wake = threading.Event()
         self.stats = PoolStats()
@@ -130,17 +138,58 @@ class SessionPool:
                     self._discard(entry.session)
                     continue  # dead: the next idle one, or a new one
             self._count("reused")
+            self._take(key)
             return entry.session, True
         return self._new(key, config), False
 
     def _new(self, key: Key, config: ftp.FtpConfig) -> ftp.FtpSession:
-        session = self._connect(config)
-        self._count("created")
-        return session
+        """Log in; a server that limits connections (421 at the greeting) while some of
+        this key's sessions are out gets one of those when it comes back."""
+        deadline = self._clock() + self.slot_wait
+        while True:
+            try:
+                session = self._connect(config)
+            except ftp.FtpConnectionError as exc:
+                if exc.code != 421:
+                    raise
+                with self._lock:
+                    out = self._out.get(key, 0)
+                    left = deadline - self._clock()
+                    if not out or left <= 0:
+                        raise
+                    self._count("waited", locked=True)
+                    self._returned.wait_for(
+                        lambda out=out: self._out.get(key, 0) < out or bool(self._idle.get(key)),
+                        left,
+                    )
+                    idle = self._idle.get(key)
+                    entry = idle.pop() if idle else None
+                    if entry is not None:
+                        self._out[key] = self._out.get(key, 0) + 1
+                if entry is not None:
+                    return entry.session  # fresh from its work: no NOOP needed
+                continue  # one was closed: its slot on the server is free
+            self._count("created")
+            self._take(key)
+            return session
+
+    def _take(self, key: Key) -> None:
+        with self._lock:
+            self._out[key] = self._out.get(key, 0) + 1
+
+    def _give_back(self, key: Key) -> None:
+        """Under the lock: one session of ``key`` is no longer out."""
+        left = self._out.get(key, 0) - 1
+        if left > 0:
+            self._out[key] = left
+        else:
+            self._out.pop(key, None)
+        self._returned.notify_all()
 
     def checkin(self, key: Key, session: ftp.FtpSession) -> None:
         """Keep a session that finished its work cleanly (or close it: dead, or too many)."""
         if not session.alive:
+            self.release(key, session, clean=False)
             return
         extra: ftp.FtpSession | None = None
         with self._lock:
@@ -148,19 +197,19 @@ class SessionPool:
             idle.append(_Idle(session, self._clock()))
             if len(idle) > self.max_idle:
                 extra = idle.pop(0).session  # the one idle the longest
+            self._give_back(key)
             self._start_reaper()
         if extra is not None:
             self._discard(extra)
 
-    def discard(self, session: ftp.FtpSession) -> None:
-        """Close a session that must not be reused."""
-        self._discard(session)
-
     def release(self, key: Key, session: ftp.FtpSession, *, clean: bool) -> None:
+        """Give back a checked-out session: kept when ``clean``, closed otherwise."""
         if clean:
             self.checkin(key, session)
-        else:
-            self._discard(session)
+            return
+        self._discard(session)
+        with self._lock:
+            self._give_back(key)
 
     def acquire(
         self, key: Key, config: ftp.FtpConfig, start: Callable[[ftp.FtpSession], T]
@@ -173,7 +222,7 @@ class SessionPool:
         try:
             return start(session), session
         except ftp.FtpConnectionError:
-            self._discard(session)
+            self.release(key, session, clean=False)
             if not reused:
                 raise
         except BaseException as exc:
@@ -253,7 +302,10 @@ class SessionPool:
                     self._reaper = None
                     return
 
-    def _count(self, name: str, n: int = 1) -> None:
+    def _count(self, name: str, n: int = 1, *, locked: bool = False) -> None:
+        if locked:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+            return
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + n)
 

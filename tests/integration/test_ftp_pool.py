@@ -80,6 +80,15 @@ def dropping_server(peer_cert: CertBundle, counter: Counter) -> Iterator[FTPServ
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def limited_server(peer_cert: CertBundle, counter: Counter) -> Iterator[FTPServer]:
+    """Allows two connections per address; the third is told 421 and closed."""
+    server = _counting_server(peer_cert, counter)
+    server._server.max_cons_per_ip = 2  # a pyftpdlib server setting (not the handler's)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def fresh(counter: Counter) -> Iterator[None]:
     browse_pool.clear()
@@ -298,3 +307,31 @@ def test_a_zip_closed_half_way_closes_its_session(alice, counting_server, counte
     assert len(b"".join(whole.chunks)) > 6 * 1024 * 1024
     assert browse_pool.idle_count(services.pool_key(site)) == 1  # complete: kept
     assert counter.count("login") == 2
+
+
+def test_a_connection_limit_waits_for_a_session_to_come_back(limited_server, counter):
+    pool = SessionPool(slot_wait=10)
+    key = (1, 1, "k")
+    config = _config(limited_server)
+    first, _ = pool.checkout(key, config)
+    second, _ = pool.checkout(key, config)
+    listed: list[list[ftp.Entry]] = []
+    third = threading.Thread(
+        target=lambda: listed.append(pool.run(key, config, lambda s: s.list("/")))
+    )
+    third.start()
+    deadline = time.monotonic() + 10
+    while pool.stats.waited == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.stats.waited == 1 and third.is_alive()  # refused with 421, now waiting
+    pool.checkin(key, first)
+    third.join(timeout=10)
+    assert listed == [[]]
+    assert counter.count("login") == 2  # the third request used the returned session
+    # Another key has none of its own out to wait for: the server's refusal comes at once.
+    with pytest.raises(ftp.FtpConnectionError) as refused:
+        pool.checkout((2, 1, "k"), config)
+    assert refused.value.code == 421
+    assert pool.stats.waited == 1
+    pool.release(key, second, clean=False)
+    pool.clear()
