@@ -198,7 +198,7 @@ class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
     # Chunked uploads (ftpcore/chunked.py) -------------------------------------------------
 
     def _upload(self, site, upload_id: int):
-        queryset = chunked.upload_session_list(user=self.request.user, site=site)
+        queryset = selectors.upload_session_list(user=self.request.user, site=site)
         return get_object_or_404(queryset.select_related("site"), pk=upload_id)
 
     @extend_schema(
@@ -211,7 +211,7 @@ class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
         list the open ones (to resume one after the page was reloaded)."""
         site = self.get_object()
         if request.method == "GET":
-            rows = chunked.upload_session_list(user=request.user, site=site)
+            rows = selectors.upload_session_list(user=request.user, site=site)
             rows = rows.filter(state=UploadSession.State.OPEN)[:100]
             return Response(UploadSessionSerializer(rows, many=True).data)
         data = _data(UploadStartSerializer, request)

@@ -53,14 +53,6 @@ class UploadFinished(Exception):
     """The upload is done or cancelled: no more chunks."""
 
 
-# Reads ------------------------------------------------------------------------------------
-
-
-def upload_session_list(*, user, site: FtpSite):
-    """The user's upload sessions on the site only: another user's do not exist (404)."""
-    return UploadSession.objects.filter(owner=user, site=site)
-
-
 # Writes -----------------------------------------------------------------------------------
 
 

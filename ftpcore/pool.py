@@ -18,8 +18,7 @@ four round trips (more with TLS), so the sessions a request used are kept for th
   else (network errors, an interrupted transfer, a cancelled stream, a bug) closes it.
 
 ``run`` / ``acquire`` also retry the work once on a new session when a *reused* one turns
-out to be dead (a server that dropped the idle connection): the command never reached a
-live server.
+out to be dead: a server that dropped the idle connection never saw the command.
 
 Thread-safe: one lock guards the idle lists; a checked-out session belongs to one thread.
 """
@@ -105,7 +104,6 @@ class SessionPool:
         self._idle: dict[Key, list[_Idle]] = {}
         self._out: dict[Key, int] = {}  # sessions checked out, per key
         self._reaper: threading.Thread | None = None
-        self._wake = threading.Event()
         self.stats = PoolStats()
 
     # -- checkout / checkin
@@ -294,8 +292,7 @@ class SessionPool:
 
     def _reap_loop(self) -> None:
         while True:
-            self._wake.wait(self.reap_every)
-            self._wake.clear()
+            time.sleep(self.reap_every)
             self.reap()
             with self._lock:
                 if not self._idle:
