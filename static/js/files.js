@@ -1484,11 +1484,13 @@
       const site = $("copy-site").value;
       const folder = $("copy-folder").value.trim() || "/";
       const list = $("copy-folders");
+      list.setAttribute("aria-busy", "true");
       let listing;
       try {
         listing = await window.Satchel.api(`${data.api}${site}/list/?path=${encodeURIComponent(folder)}`, { quiet: true });
       } catch (error) {
         if (ticket !== copyPicker.ticket) return;
+        list.removeAttribute("aria-busy");
         const note = document.createElement("li");
         note.className = "muted small";
         note.textContent = error.message;
@@ -1496,6 +1498,7 @@
         return;
       }
       if (ticket !== copyPicker.ticket) return;
+      list.removeAttribute("aria-busy");
       const items = [];
       const go = (path, text, label) => {
         const li = document.createElement("li");
@@ -1512,15 +1515,15 @@
         li.appendChild(button);
         return li;
       };
-      if (listing.path !== "/") items.push(go(parent(listing.path), "..", "Up one folder"));
+      if (listing.path !== "/") items.push(go(parent(listing.path), "..", `Up to ${parent(listing.path)}`));
       listing.entries
         .filter((entry) => entry.type === "dir")
         .slice(0, 200)
         .forEach((entry) => items.push(go(join(listing.path, entry.name), entry.name, `Into ${entry.name}`)));
-      if (items.length === 0) {
+      if (!listing.entries.some((entry) => entry.type === "dir")) {
         const note = document.createElement("li");
         note.className = "muted small";
-        note.textContent = "No subfolders.";
+        note.textContent = `No folders in ${listing.path}: the file goes here.`;
         items.push(note);
       }
       list.replaceChildren(...items);

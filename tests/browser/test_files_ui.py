@@ -454,6 +454,8 @@ def test_background_download_and_copy_progress_live(
     page.locator("#copy-folder").fill("/")
     page.get_by_role("button", name="Into docs").click()
     expect(page.locator("#copy-folder")).to_have_value("/docs")
+    expect(page.locator("#copy-folders").get_by_role("button", name="Up to /")).to_be_visible()
+    expect(page.locator("#copy-folders")).not_to_have_attribute("aria-busy", "true")
     screenshot("files-copy-dialog")
     page.keyboard.press("Enter")
     copy = panel.locator(".bg-row").first
