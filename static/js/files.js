@@ -1064,7 +1064,10 @@
         if (retryable(status, body) && failures < RETRY_DELAYS.length) {
           setItemState(item, "reconnecting", "paused");
           item.stateLabel.title = `The connection dropped at byte ${offset.toLocaleString()}; the upload goes on from what the server holds.`;
-          await sleep(RETRY_DELAYS[failures]);
+          await new Promise((resolve) => {
+            item.wake = resolve; // a cancel ends the wait
+            setTimeout(resolve, RETRY_DELAYS[failures]);
+          });
           failures += 1;
           const now = await window.Satchel.api(url, { quiet: true }).catch(() => null);
           if (item.cancelled) return;
@@ -1085,6 +1088,7 @@
       const queued = uploads.queue.indexOf(item);
       if (queued >= 0) uploads.queue.splice(queued, 1);
       if (item.xhr) item.xhr.abort();
+      if (item.wake) item.wake();
       if (item.discard) item.discard();
       setItemState(item, "cancelled", "failed");
       item.li.classList.add("cancelled");
@@ -1123,13 +1127,13 @@
     }
 
     $("transfers-clear").addEventListener("click", () => {
-      $("transfer-list").querySelectorAll(".transfer.done, .transfer.failed").forEach((li) => li.remove());
+      $("transfer-list").querySelectorAll(".transfer.done, .transfer.failed, .transfer.cancelled").forEach((li) => li.remove());
       if (!uploads.queue.length && !uploads.active) {
         uploads.done = 0;
         uploads.failed = 0;
         uploads.bytes = 0;
-        $("transfers").hidden = true;
       }
+      if (!$("transfer-list").children.length) $("transfers").hidden = true;
       summarise();
     });
 

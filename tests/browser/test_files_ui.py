@@ -540,3 +540,36 @@ def test_pause_and_resume_a_background_download_live(
     page.keyboard.press("t")
     expect(page.locator("#bg-transfers")).to_be_visible()
     expect(row.get_by_role("link", name="Save slow movie.bin")).to_be_focused()
+
+
+def test_cancel_a_chunked_upload_that_cannot_get_through(page, alice, ftp, home):
+    from ftpcore.models import UploadSession
+
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    page.route(re.compile(r"/uploads/\d+/\?offset=\d+$"), lambda route: route.abort("failed"))
+    page.locator("#upload-input").set_input_files(
+        [{"name": "stuck.bin", "mimeType": "application/octet-stream", "buffer": b"s" * (17 << 20)}]
+    )
+    state = page.locator("#transfer-list .state")
+    expect(state).to_have_text("reconnecting")
+    page.get_by_role("button", name="Cancel upload of stuck.bin").click()
+    expect(state).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel upload of stuck.bin")).to_be_hidden()
+    upload = UploadSession.objects.get(site=site)
+    for _ in range(50):  # the page's DELETE reaches the server
+        upload.refresh_from_db()
+        if upload.state == "cancelled":
+            break
+        page.wait_for_timeout(100)
+    assert upload.state == "cancelled" and upload.offset == 0
+    assert sorted(p.name for p in home.iterdir()) == [
+        "a.txt",
+        "big.bin",
+        "docs",
+        "music",
+        "report.pdf",
+    ]
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("#transfers")).to_be_hidden()
