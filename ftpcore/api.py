@@ -6,19 +6,22 @@ Every FTP refusal becomes 502 with the server's own words, its reply code and pl
 
 from __future__ import annotations
 
+import io
 import unicodedata
 from urllib.parse import quote
 
 from django.http import FileResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from ftpcore import selectors, services, transfers
+from ftpcore import chunked, selectors, services, transfers
+from ftpcore.models import UploadSession
 from ftpcore.protocols import ftp
 from ftpcore.serializers import (
     ChmodSerializer,
@@ -30,7 +33,10 @@ from ftpcore.serializers import (
     RenameSerializer,
     SiteCheckSerializer,
     TransferSerializer,
+    UploadSessionSerializer,
+    UploadStartSerializer,
 )
+from ftpcore.streaming import AsyncChunks
 from webapp.api.errors import RemoteRefusal
 
 PATH_PARAM = OpenApiParameter("path", str, description="Absolute, or relative to initial_path")
@@ -78,8 +84,17 @@ def _data(serializer_class, request) -> dict:
     return serializer.validated_data
 
 
+class OctetStreamParser(BaseParser):
+    """Chunks are raw bytes; the view reads them from the request stream, never whole."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
+
+
 class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
-    """FTP sites. Each file action opens a short-lived session (a pool comes later)."""
+    """FTP sites. File actions use the web process's pooled sessions (ftpcore/pool.py)."""
 
     serializer_class = FtpSiteSerializer
     lookup_value_converter = "int"
@@ -119,7 +134,8 @@ class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
         if not path:
             raise ValidationError({"path": ["Give the path of the file to download."]})
         download = services.file_download_open(site=site, path=path)
-        response = StreamingHttpResponse(download.chunks, content_type="application/octet-stream")
+        content_type = "application/zip" if download.is_zip else "application/octet-stream"
+        response = StreamingHttpResponse(AsyncChunks(download.chunks), content_type=content_type)
         if download.size is not None:
             response["Content-Length"] = str(download.size)
         response["Content-Disposition"] = attachment_disposition(download.name)
@@ -178,6 +194,77 @@ class FtpSiteViewSet(FtpErrorsMixin, viewsets.ModelViewSet):
         data = _data(ChmodSerializer, request)
         path = services.file_chmod(site=site, path=data["path"], mode=data["mode"])
         return Response({"path": path, "mode": f"{data['mode']:03o}"})
+
+    # Chunked uploads (ftpcore/chunked.py) -------------------------------------------------
+
+    def _upload(self, site, upload_id: int):
+        queryset = selectors.upload_session_list(user=self.request.user, site=site)
+        return get_object_or_404(queryset.select_related("site"), pk=upload_id)
+
+    @extend_schema(
+        methods=["post"], request=UploadStartSerializer, responses={201: UploadSessionSerializer}
+    )
+    @extend_schema(methods=["get"], responses=UploadSessionSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, FormParser])
+    def uploads(self, request, pk=None):
+        """Start a chunked upload of ``name`` (``size`` bytes) into the folder ``path``; or
+        list the open ones (to resume one after the page was reloaded)."""
+        site = self.get_object()
+        if request.method == "GET":
+            rows = selectors.upload_session_list(user=request.user, site=site)
+            rows = rows.filter(state=UploadSession.State.OPEN)[:100]
+            return Response(UploadSessionSerializer(rows, many=True).data)
+        data = _data(UploadStartSerializer, request)
+        upload = chunked.upload_session_create(
+            owner=request.user, site=site, directory=data["path"], name=data["name"],
+            size=data["size"],
+        )  # fmt: skip
+        return Response(UploadSessionSerializer(upload).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        methods=["put"],
+        parameters=[OpenApiParameter("offset", int, required=True)],
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={200: UploadSessionSerializer, 409: OpenApiTypes.OBJECT},
+    )
+    @extend_schema(methods=["get", "delete"], responses=UploadSessionSerializer)
+    @action(
+        detail=True,
+        methods=["get", "put", "delete"],
+        url_path="uploads/<int:upload_id>",
+        parser_classes=[OctetStreamParser],
+    )
+    def upload_session(self, request, pk=None, upload_id=None):
+        """GET: the confirmed offset; PUT (raw body, ``?offset=``): append a chunk, the last
+        one completes the file; DELETE: cancel (the temporary file is deleted)."""
+        upload = self._upload(self.get_object(), upload_id)
+        if request.method == "DELETE":
+            upload = chunked.upload_session_cancel(upload=upload)
+        elif request.method == "PUT":
+            offset = request.query_params.get("offset", "")
+            if not offset.isdigit():
+                raise ValidationError({"offset": ["Give the chunk's offset in bytes."]})
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+            try:
+                upload = chunked.upload_session_write(
+                    upload=upload,
+                    offset=int(offset),
+                    source=request.stream or io.BytesIO(),
+                    length=length,
+                )
+            except chunked.OffsetMismatch as exc:
+                return _conflict(str(exc), "offset_mismatch", exc.expected)
+            except chunked.ChunkBusy as exc:
+                return _conflict(str(exc), "chunk_busy", upload.offset)
+            except chunked.UploadFinished as exc:
+                return _conflict(str(exc), "upload_finished", upload.offset)
+        return Response(UploadSessionSerializer(upload).data)
+
+
+def _conflict(detail: str, code: str, offset: int) -> Response:
+    return Response(
+        {"detail": detail, "code": code, "offset": offset}, status=status.HTTP_409_CONFLICT
+    )
 
 
 class TransferViewSet(

@@ -95,3 +95,34 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} {self.path} ({self.state})"
+
+
+class UploadSession(models.Model):
+    """A chunked, resumable upload from the browser (ftpcore/chunked.py). Chunks are
+    appended to the remote temporary file; ``offset`` is how many bytes the server holds,
+    confirmed. ``lease`` / ``lease_until`` let one request at a time write a chunk."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        DONE = "done"
+        CANCELLED = "cancelled"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ftp_upload_sessions"
+    )
+    site = models.ForeignKey(FtpSite, on_delete=models.CASCADE, related_name="upload_sessions")
+    path = models.CharField(max_length=4096)  # the final remote path
+    size = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    lease = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["owner", "-id"], name="upload_owner_recent")]
+
+    def __str__(self) -> str:
+        return f"Upload #{self.pk} {self.path} ({self.offset}/{self.size}, {self.state})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from ftpcore.models import FtpSite
+from ftpcore.models import FtpSite, UploadSession
 
 
 def site_list(*, user) -> QuerySet[FtpSite]:
@@ -14,3 +14,8 @@ def site_list(*, user) -> QuerySet[FtpSite]:
 
 def site_get(*, user, site_id: int) -> FtpSite:
     return get_object_or_404(site_list(user=user), pk=site_id)
+
+
+def upload_session_list(*, user, site: FtpSite) -> QuerySet[UploadSession]:
+    """The user's chunked uploads to the site: another user's do not exist (404)."""
+    return UploadSession.objects.filter(owner=user, site=site)

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ftpcore.models import FtpSite, Transfer
+from ftpcore.models import FtpSite, Transfer, UploadSession
 from ftpcore.validators import clean_encoding, clean_initial_path
 from webapp.validators import clean_fingerprint, clean_host, clean_single_line
 
@@ -178,3 +178,24 @@ class TransferSerializer(serializers.ModelSerializer):
         if kind != Transfer.Kind.COPY and (attrs.get("target_site") or attrs.get("target_path")):
             raise serializers.ValidationError({"target_path": ["Only copies have a target."]})
         return attrs
+
+
+class UploadSessionSerializer(serializers.ModelSerializer):
+    """A chunked upload: send its bytes with PUT .../uploads/{id}/?offset=N (raw body)."""
+
+    class Meta:
+        model = UploadSession
+        fields = ["id", "path", "size", "offset", "state", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class UploadStartSerializer(serializers.Serializer):
+    path = _path_field(required=False, allow_blank=True, default="")  # the folder
+    name = serializers.CharField(max_length=255, trim_whitespace=False)
+    size = serializers.IntegerField(min_value=0)
+
+    def validate_path(self, value: str) -> str:
+        return clean_single_line(value)
+
+    def validate_name(self, value: str) -> str:
+        return clean_single_line(value)

@@ -1,26 +1,25 @@
 """Writes and remote operations on FTP sites: keyword-only ``<entity>_<action>`` functions.
 
-Each call opens a short-lived session (connect, log in, act, QUIT). A per-user connection
-pool comes later; the engine's ``last_used`` / ``alive`` are there for it. Engine errors
-(``ftp.FtpError`` and subclasses) and ``ValueError`` (CR/LF/NUL in a path, deleting "/")
-propagate unchanged: the API maps them to 502 / 400.
+Remote operations use the web process's session pool (``ftpcore.pool.browse_pool``): a
+user browsing a site logs in once, not on every click. Engine errors (``ftp.FtpError`` and
+subclasses) and ``ValueError`` (CR/LF/NUL in a path, deleting "/") propagate unchanged: the
+API maps them to 502 / 400.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
+from ftpcore import archive
 from ftpcore.models import FtpSite
+from ftpcore.pool import Lease, browse_pool, settings_fingerprint
 from ftpcore.protocols import ftp
 from ftpcore.protocols.ftp import PART_SUFFIX, Entry
 
-
-class IsADirectory(ValueError):
-    """A download asked for a directory (zip streams come later)."""
+T = TypeVar("T")
 
 
 # Sites ------------------------------------------------------------------------------------
@@ -47,12 +46,15 @@ def site_update(*, site: FtpSite, **fields) -> FtpSite:
     for name, value in fields.items():
         setattr(site, name, value)
     site.save()
+    browse_pool.forget(site.owner_id, site.pk)  # other processes: the settings key differs
     return site
 
 
 def site_delete(*, site: FtpSite) -> None:
     """Forget the site; the files stay on the server."""
+    owner_id, site_id = site.owner_id, site.pk
     site.delete()
+    browse_pool.forget(owner_id, site_id)
 
 
 def site_check(*, site: FtpSite) -> dict:
@@ -61,10 +63,14 @@ def site_check(*, site: FtpSite) -> dict:
     return {"ok": True, "welcome": welcome, "features": sorted(features)}
 
 
-@contextmanager
-def _session(site: FtpSite) -> Iterator[ftp.FtpSession]:
-    with ftp.FtpSession(ftp_config(site)) as session:
-        yield session
+def pool_key(site: FtpSite, config: ftp.FtpConfig | None = None) -> tuple[int, int, str]:
+    return (site.owner_id, site.pk, settings_fingerprint(config or ftp_config(site)))
+
+
+def _run(site: FtpSite, work: Callable[[ftp.FtpSession], T]) -> T:
+    """``work`` on a pooled session of the site (retried once if a reused one was dead)."""
+    config = ftp_config(site)
+    return browse_pool.run(pool_key(site, config), config, work)
 
 
 def resolve_path(*, site: FtpSite, path: str | None) -> str:
@@ -86,39 +92,49 @@ def _visible(entries: Iterable[Entry]) -> list[Entry]:
 
 def file_list(*, site: FtpSite, path: str | None = None) -> tuple[str, list[Entry]]:
     target = resolve_path(site=site, path=path)
-    with _session(site) as session:
-        return target, _visible(session.list(target))
+    return target, _visible(_run(site, lambda session: session.list(target)))
 
 
 @dataclass
 class Download:
-    """An open download: iterate ``chunks`` (the session closes at the end or on close())."""
+    """An open download: iterate ``chunks``; close() it to stop early. A folder comes as a
+    zip (``is_zip``, no size)."""
 
     name: str
     size: int | None
     chunks: Iterator[bytes]
+    is_zip: bool = False
 
 
 def file_download_open(*, site: FtpSite, path: str) -> Download:
-    """Start RETR now (so a 550 is raised here, before any byte is sent) and stream the rest."""
+    """Start RETR now (so a 550 is raised here, before any byte is sent) and stream the rest;
+    a directory streams as a zip of everything under it."""
     target = resolve_path(site=site, path=path)
-    if target == "/":
-        raise IsADirectory("/ is a directory; downloading folders as zip is not available yet.")
-    session = ftp.FtpSession(ftp_config(site))
-    try:
+    config = ftp_config(site)
+    key = pool_key(site, config)
+
+    def start(session: ftp.FtpSession) -> ftp.DownloadStream | None:
+        if target == "/":
+            return None
         try:
-            stream = session.iter_download(target)
+            return session.iter_download(target)
         except ftp.FtpCommandError:
             if session.alive and _is_dir(session, target):
-                raise IsADirectory(
-                    f"{target} is a directory; downloading folders as zip is not available yet."
-                ) from None
+                return None
             raise
-    except BaseException:
-        session.close()
-        raise
+
+    stream, session = browse_pool.acquire(key, config, start)
+    lease = Lease(browse_pool, key, session)
+    if stream is None:
+        name = posixpath.basename(target) or site.name or "files"
+        return Download(
+            f"{archive.zip_folder_name(name)}.zip",
+            None,
+            archive.zip_stream(lease, target, archive.zip_folder_name(name)),
+            is_zip=True,
+        )
     size = None if stream.size is None else stream.size - stream.offset
-    return Download(posixpath.basename(target), size, _Closing(stream, session))
+    return Download(posixpath.basename(target), size, _Closing(iter(stream), lease, stream.close))
 
 
 def _is_dir(session: ftp.FtpSession, target: str) -> bool:
@@ -130,13 +146,13 @@ def _is_dir(session: ftp.FtpSession, target: str) -> bool:
 
 
 class _Closing:
-    """The download's chunks; closing (or finishing) also ends the session. A class, not a
-    generator, so close() works even before the first chunk was asked for."""
+    """A download's chunks; finishing returns the session to the pool, closing early (or an
+    error) closes it. A class, not a generator, so close() works before the first chunk."""
 
-    def __init__(self, stream: ftp.DownloadStream, session: ftp.FtpSession) -> None:
-        self._stream = stream
-        self._chunks = iter(stream)
-        self._session = session
+    def __init__(self, chunks: Iterator[bytes], lease: Lease, stop: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._lease = lease
+        self._stop = stop
 
     def __iter__(self) -> _Closing:
         return self
@@ -144,15 +160,18 @@ class _Closing:
     def __next__(self) -> bytes:
         try:
             return next(self._chunks)
-        except BaseException:  # StopIteration included: the transfer was checked
+        except StopIteration:  # the transfer was checked (226 + size)
+            self._lease.end(clean=True)
+            raise
+        except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
         try:
-            self._stream.close()
+            self._stop()
         finally:
-            self._session.close()
+            self._lease.end(clean=False)
 
 
 def file_upload(*, site: FtpSite, directory: str | None, files: Iterable) -> list[Entry]:
@@ -160,17 +179,21 @@ def file_upload(*, site: FtpSite, directory: str | None, files: Iterable) -> lis
     temporary file, never whole) in ``directory``; returns their new entries."""
     target = resolve_path(site=site, path=directory)
     uploads = list(files)
-    names = [_file_name(upload.name) for upload in uploads]
-    with _session(site) as session:
+    names = [file_name_check(upload.name) for upload in uploads]
+
+    def work(session: ftp.FtpSession) -> dict[str, Entry]:
         for upload, name in zip(uploads, names, strict=True):
             source: BinaryIO = upload
-            upload.seek(0)
+            upload.seek(0)  # also when retried on a new session
             session.upload(posixpath.join(target, name), source, size=upload.size)
-        stored = {entry.name: entry for entry in session.list(target)}
+        return {entry.name: entry for entry in session.list(target)}
+
+    stored = _run(site, work)
     return [stored[name] for name in dict.fromkeys(names) if name in stored]
 
 
-def _file_name(name: str | None) -> str:
+def file_name_check(name: str | None) -> str:
+    """The base name of an uploaded file, or ValueError (empty, "..", a reserved name)."""
     name = posixpath.basename((name or "").replace("\\", "/"))
     if name in ("", ".", ".."):
         raise ValueError("Each uploaded file needs a name.")
@@ -181,15 +204,13 @@ def _file_name(name: str | None) -> str:
 
 def file_mkdir(*, site: FtpSite, path: str) -> str:
     target = resolve_path(site=site, path=path)
-    with _session(site) as session:
-        session.mkdir(target)
+    _run(site, lambda session: session.mkdir(target))
     return target
 
 
 def file_rename(*, site: FtpSite, source: str, target: str) -> tuple[str, str]:
     old, new = resolve_path(site=site, path=source), resolve_path(site=site, path=target)
-    with _session(site) as session:
-        session.rename(old, new)
+    _run(site, lambda session: session.rename(old, new))
     return old, new
 
 
@@ -198,21 +219,23 @@ def file_delete(*, site: FtpSite, path: str, recursive: bool = False) -> str:
     target = resolve_path(site=site, path=path)
     if target == "/":
         raise ValueError("Refusing to delete the root directory.")
-    with _session(site) as session:
+
+    def work(session: ftp.FtpSession) -> None:
         if recursive:
             session.delete_tree(target)
-            return target
+            return
         try:
             session.delete(target)
         except ftp.FtpCommandError:
             if not (session.alive and _is_dir(session, target)):
                 raise
             session.rmdir(target)
+
+    _run(site, work)
     return target
 
 
 def file_chmod(*, site: FtpSite, path: str, mode: int) -> str:
     target = resolve_path(site=site, path=path)
-    with _session(site) as session:
-        session.chmod(target, mode)
+    _run(site, lambda session: session.chmod(target, mode))
     return target

@@ -50,6 +50,7 @@ def files_index(request: HttpRequest) -> HttpResponse:
             "site": site.pk,
             "path": request.GET.get("path") or "",
             "api": reverse("ftp-site-list"),
+            "transfers": reverse("ftp-transfer-list"),
             "page": reverse("files"),
             "edit_url": reverse("files-sites-edit", args=[0]).replace("/0/", "/{id}/"),
         },

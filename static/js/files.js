@@ -132,6 +132,10 @@
         link: ["M10 14a5 5 0 0 0 7 0l3-3a5 5 0 0 0-7-7l-1 1", "M14 10a5 5 0 0 0-7 0l-3 3a5 5 0 0 0 7 7l1-1"],
         home: ["M3 10.5 12 3l9 7.5", "M5 9v11h14V9"],
         image: ["M5 3h14a2 2 0 0 1 2 2v14a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z", "m21 15-5-5L5 21"],
+        close: ["M18 6 6 18", "M6 6l12 12"],
+        down: ["M12 4v12", "M6 10l6 6 6-6", "M4 20h16"],
+        copy: ["M9 9h11v11H9z", "M5 15H4V4h11v1"],
+        up: ["M12 20V8", "M6 14l6-6 6 6", "M4 4h16"],
       };
       (paths[kind] || paths.file).forEach((d) => {
         const path = document.createElementNS(ns, "path");
@@ -139,6 +143,10 @@
         svg.appendChild(path);
       });
       return svg;
+    }
+
+    function closeIcon() {
+      return svgIcon("close");
     }
 
     // ---------------------------------------------------------------- Listing
@@ -445,12 +453,13 @@
 
     // ---------------------------------------------------------------- Dialogs
     let dialogResolve = null;
-    function showDialog({ title, text = "", input = null, chmod = null, ok = "OK", danger = false }) {
+    function showDialog({ title, text = "", input = null, chmod = null, copy = false, ok = "OK", danger = false }) {
       $("dialog-title").textContent = title;
       $("dialog-text").textContent = text;
       $("dialog-text").hidden = !text;
       $("dialog-input-wrap").hidden = input === null;
       $("dialog-chmod").hidden = chmod === null;
+      $("dialog-copy").hidden = !copy;
       const okButton = $("dialog-ok");
       okButton.textContent = ok;
       okButton.className = danger ? "danger-solid" : "primary";
@@ -469,6 +478,9 @@
       } else if (chmod !== null) {
         $("chmod-octal").focus();
         $("chmod-octal").select();
+      } else if (copy) {
+        showCopyFolders();
+        $("copy-folder").focus();
       } else {
         okButton.focus();
       }
@@ -843,6 +855,9 @@
     // ---------------------------------------------------------------- Uploads
     const uploads = { queue: [], active: 0, done: 0, failed: 0, bytes: 0, touched: new Set() };
     const CONCURRENCY = 3;
+    const CHUNKED_ABOVE = 16 * 1024 * 1024; // larger files upload in resumable chunks
+    const CHUNK_SIZE = 8 * 1024 * 1024;
+    const RETRY_DELAYS = [1000, 2000, 4000, 8000, 15000, 30000];
 
     function queueUpload(file, dir, label) {
       $("transfers").hidden = false;
@@ -867,9 +882,17 @@
       const size = document.createElement("span");
       size.className = "muted small transfer-size";
       size.textContent = humanSize(file.size);
-      li.append(name, size, bar, stateLabel);
+      const cancelButton = document.createElement("button");
+      cancelButton.type = "button";
+      cancelButton.className = "icon-button small-icon transfer-cancel";
+      cancelButton.setAttribute("aria-label", `Cancel upload of ${file.name}`);
+      cancelButton.title = "Cancel";
+      cancelButton.appendChild(closeIcon());
+      li.append(name, size, bar, stateLabel, cancelButton);
       $("transfer-list").appendChild(li);
-      uploads.queue.push({ file, dir, li, fill, bar, stateLabel });
+      const item = { file, dir, li, fill, bar, stateLabel, cancelButton };
+      cancelButton.addEventListener("click", () => cancelUpload(item));
+      uploads.queue.push(item);
       summarise();
       pump();
     }
@@ -887,54 +910,195 @@
       }
     }
 
+    function parseJson(text) {
+      try {
+        return JSON.parse(text);
+      } catch (error) {
+        return null;
+      }
+    }
+    function setItemState(item, text, variant) {
+      item.stateLabel.textContent = text;
+      item.stateLabel.className = `state ${variant}`;
+    }
+    function showPercent(item, percent) {
+      item.fill.style.width = `${percent}%`;
+      item.bar.setAttribute("aria-valuenow", String(percent));
+    }
+    function succeed(item) {
+      showPercent(item, 100);
+      setItemState(item, "done", "done");
+      item.li.classList.add("done");
+      item.cancelButton.hidden = true;
+      uploads.done += 1;
+      uploads.bytes += item.file.size;
+      uploads.touched.add(item.dir);
+    }
+
     function sendUpload(item) {
+      item.active = true;
+      if (item.file.size > CHUNKED_ABOVE) return sendChunked(item);
       return new Promise((resolve) => {
         const xhr = new XMLHttpRequest();
+        item.xhr = xhr;
         xhr.open("POST", `${siteUrl("upload")}?path=${encodeURIComponent(item.dir)}`);
         xhr.setRequestHeader("X-CSRFToken", csrfToken);
         xhr.setRequestHeader("Accept", "application/json");
-        item.stateLabel.textContent = "uploading";
-        item.stateLabel.className = "state running";
+        setItemState(item, "uploading", "running");
         xhr.upload.onprogress = (event) => {
           if (!event.lengthComputable) return;
           // The last few percent wait for the server to store the file on the FTP site.
-          const percent = Math.round((95 * event.loaded) / event.total);
-          item.fill.style.width = `${percent}%`;
-          item.bar.setAttribute("aria-valuenow", String(percent));
+          showPercent(item, Math.round((95 * event.loaded) / event.total));
         };
         xhr.onload = () => {
-          if (xhr.status >= 200 && xhr.status < 300) {
-            item.fill.style.width = "100%";
-            item.bar.setAttribute("aria-valuenow", "100");
-            item.stateLabel.textContent = "done";
-            item.stateLabel.className = "state done";
-            item.li.classList.add("done");
-            uploads.done += 1;
-            uploads.bytes += item.file.size;
-            uploads.touched.add(item.dir);
-          } else {
-            let body = null;
-            try {
-              body = JSON.parse(xhr.responseText);
-            } catch (error) {
-              body = null;
-            }
-            fail(item, new ApiError(xhr.status, body).message);
-          }
+          if (xhr.status >= 200 && xhr.status < 300) succeed(item);
+          else fail(item, new ApiError(xhr.status, parseJson(xhr.responseText)).message);
           resolve();
         };
         xhr.onerror = () => {
           fail(item, "Satchel could not be reached. Check your connection.");
           resolve();
         };
+        xhr.onabort = () => resolve();
         const form = new FormData();
         form.append("file", item.file, item.file.name);
         xhr.send(form);
       });
     }
 
+    // Large files go in chunks to an upload session (API: .../uploads/); a dropped
+    // connection or a server hiccup costs one chunk at most: the page asks the server how
+    // far it got and goes on from there. The session id is kept in localStorage, so the
+    // same file picked again after a reload continues too.
+    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    function resumeKey(item) {
+      const file = item.file;
+      return `satchel.upload:${state.site}|${item.dir}|${file.name}|${file.size}|${file.lastModified}`;
+    }
+    function remembered(key) {
+      try {
+        return localStorage.getItem(key);
+      } catch (error) {
+        return null;
+      }
+    }
+    function remember(key, value) {
+      try {
+        if (value === null) localStorage.removeItem(key);
+        else localStorage.setItem(key, value);
+      } catch (error) {
+        // Private mode: uploads still resume within this page.
+      }
+    }
+
+    function putChunk(item, url, offset, blob) {
+      return new Promise((resolve) => {
+        const xhr = new XMLHttpRequest();
+        item.xhr = xhr;
+        xhr.open("PUT", `${url}?offset=${offset}`);
+        xhr.setRequestHeader("X-CSRFToken", csrfToken);
+        xhr.setRequestHeader("Accept", "application/json");
+        xhr.setRequestHeader("Content-Type", "application/octet-stream");
+        xhr.upload.onprogress = (event) => {
+          showPercent(item, Math.min(99, Math.floor((99 * (offset + event.loaded)) / item.file.size)));
+        };
+        xhr.onload = () => resolve({ status: xhr.status, body: parseJson(xhr.responseText) });
+        xhr.onerror = () => resolve({ status: 0, body: null });
+        xhr.onabort = () => resolve({ status: -1, body: null });
+        xhr.send(blob);
+      });
+    }
+
+    function retryable(status, body) {
+      if (status === 0 || status === 503 || status === 504) return true;
+      if (status !== 502 || !body) return false;
+      const code = body.reply_code;
+      return ["unreachable", "transfer_failed"].includes(body.code) || (code >= 400 && code < 500);
+    }
+
+    async function openUpload(item, key) {
+      const known = remembered(key);
+      if (known) {
+        const previous = await window.Satchel.api(`${siteUrl("uploads")}${known}/`, { quiet: true }).catch(() => null);
+        if (previous && previous.state === "open" && previous.size === item.file.size) return previous;
+      }
+      const body = { path: item.dir, name: item.file.name, size: item.file.size };
+      return window.Satchel.api(siteUrl("uploads"), { method: "POST", body, quiet: true });
+    }
+
+    async function sendChunked(item) {
+      const key = resumeKey(item);
+      setItemState(item, "uploading", "running");
+      let upload;
+      try {
+        upload = await openUpload(item, key);
+      } catch (error) {
+        fail(item, error.message);
+        return;
+      }
+      remember(key, String(upload.id));
+      const url = `${siteUrl("uploads")}${upload.id}/`;
+      item.discard = () => window.Satchel.api(url, { method: "DELETE", quiet: true }).catch(() => {});
+      let offset = upload.offset;
+      let failures = 0;
+      while (!item.cancelled) {
+        const end = Math.min(item.file.size, offset + CHUNK_SIZE);
+        const { status, body } = await putChunk(item, url, offset, item.file.slice(offset, end));
+        if (item.cancelled) return;
+        if (status === 200) {
+          failures = 0;
+          offset = body.offset;
+          if (body.state === "done") {
+            remember(key, null);
+            succeed(item);
+            return;
+          }
+          continue;
+        }
+        if (status === 409 && body && typeof body.offset === "number" && body.code !== "upload_finished") {
+          if (body.code === "chunk_busy") await sleep(2000);
+          offset = body.offset;
+          continue;
+        }
+        if (retryable(status, body) && failures < RETRY_DELAYS.length) {
+          setItemState(item, "reconnecting", "paused");
+          item.stateLabel.title = `The connection dropped at byte ${offset.toLocaleString()}; the upload goes on from what the server holds.`;
+          await new Promise((resolve) => {
+            item.wake = resolve; // a cancel ends the wait
+            setTimeout(resolve, RETRY_DELAYS[failures]);
+          });
+          failures += 1;
+          const now = await window.Satchel.api(url, { quiet: true }).catch(() => null);
+          if (item.cancelled) return;
+          if (now) offset = now.offset;
+          setItemState(item, "uploading", "running");
+          item.stateLabel.title = "";
+          continue;
+        }
+        if (body && body.code === "upload_finished") remember(key, null);
+        fail(item, status === 0 ? "Satchel could not be reached. Check your connection." : new ApiError(status, body).message);
+        return;
+      }
+    }
+
+    function cancelUpload(item) {
+      if (item.cancelled || item.li.classList.contains("done") || item.li.classList.contains("failed")) return;
+      item.cancelled = true;
+      const queued = uploads.queue.indexOf(item);
+      if (queued >= 0) uploads.queue.splice(queued, 1);
+      if (item.xhr) item.xhr.abort();
+      if (item.wake) item.wake();
+      if (item.discard) item.discard();
+      setItemState(item, "cancelled", "failed");
+      item.li.classList.add("cancelled");
+      item.cancelButton.hidden = true;
+      summarise();
+    }
+
     function fail(item, message) {
       uploads.failed += 1;
+      item.cancelButton.hidden = true;
       item.stateLabel.textContent = "failed";
       item.stateLabel.className = "state failed";
       item.li.classList.add("failed");
@@ -963,13 +1127,13 @@
     }
 
     $("transfers-clear").addEventListener("click", () => {
-      $("transfer-list").querySelectorAll(".transfer.done, .transfer.failed").forEach((li) => li.remove());
+      $("transfer-list").querySelectorAll(".transfer.done, .transfer.failed, .transfer.cancelled").forEach((li) => li.remove());
       if (!uploads.queue.length && !uploads.active) {
         uploads.done = 0;
         uploads.failed = 0;
         uploads.bytes = 0;
-        $("transfers").hidden = true;
       }
+      if (!$("transfer-list").children.length) $("transfers").hidden = true;
       summarise();
     });
 
@@ -1131,6 +1295,327 @@
       event.dataTransfer.effectAllowed = "move";
     });
 
+    // ---------------------------------------------------------------- Downloads
+    function downloadSelected() {
+      const entry = selectedEntries().length === 1 ? selectedEntries()[0] : current();
+      if (!entry) return;
+      const link = document.createElement("a");
+      link.href = downloadUrl(join(state.path, entry.name));
+      link.download = entry.type === "file" ? entry.name : `${entry.name}.zip`;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      if (entry.type !== "file") toast(`Downloading ${entry.name} as a zip…`);
+    }
+
+    // ---------------------------------------------------------------- Background transfers
+    // Rows of GET /api/v1/ftp/transfers/, kept live by the `transfer.progress` events that
+    // events.js re-dispatches on document as `satchel:transfer.progress`.
+    const bg = { rows: new Map(), pending: new Set(), loaded: false };
+    const BG_ACTIVE = new Set(["queued", "running", "paused"]);
+    const KIND_LABEL = { download: "Download", upload: "Upload", copy: "Copy" };
+
+    function siteLabel(id) {
+      const site = data.sites.find((item) => item.id === id);
+      return site ? site.name : `site ${id}`;
+    }
+    function humanDuration(seconds) {
+      if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+      const s = Math.max(0, Math.round(seconds));
+      if (s < 60) return `${s} s`;
+      if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+      return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+    }
+
+    function bgButton(label, action, transfer) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "small";
+      button.textContent = label;
+      button.dataset.action = action;
+      button.setAttribute("aria-label", `${label} ${transfer.name || basename(transfer.path)}`);
+      return button;
+    }
+
+    function renderTransfer(transfer) {
+      const row = bg.rows.get(transfer.id);
+      const li = row.li;
+      const name = transfer.name || basename(transfer.path);
+      const total = transfer.bytes_total;
+      const done = transfer.bytes_done || 0;
+      const percent = transfer.state === "done" ? 100 : total ? Math.min(100, Math.floor((100 * done) / total)) : 0;
+      li.className = `transfer bg-row ${transfer.state}`;
+      li.dataset.state = transfer.state;
+
+      const title = document.createElement("span");
+      title.className = "transfer-name";
+      const kind = document.createElement("span");
+      kind.className = "kind-label muted small";
+      kind.textContent = KIND_LABEL[transfer.kind] || transfer.kind;
+      const label = document.createElement("span");
+      label.textContent = name;
+      const where = document.createElement("span");
+      where.className = "muted small where";
+      if (transfer.kind === "copy") where.textContent = `${siteLabel(transfer.site)} ${transfer.path} → ${siteLabel(transfer.target_site || transfer.site)} ${transfer.target_path}`;
+      else where.textContent = `${siteLabel(transfer.site)} ${transfer.path}`;
+      title.title = where.textContent;
+      title.append(svgIcon(transfer.kind === "copy" ? "copy" : transfer.kind === "upload" ? "up" : "down"), kind, label, where);
+
+      const figures = document.createElement("span");
+      figures.className = "muted small transfer-figures";
+      const parts = [total ? `${humanSize(done)} of ${humanSize(total)}` : humanSize(done)];
+      if (transfer.state === "running" && row.speed) parts.push(`${humanSize(row.speed)}/s`);
+      if (transfer.state === "running" && row.eta !== null && row.eta !== undefined) parts.push(`${humanDuration(row.eta)} left`);
+      figures.textContent = parts.filter(Boolean).join(" · ");
+
+      const bar = document.createElement("div");
+      bar.className = "progress";
+      bar.setAttribute("role", "progressbar");
+      bar.setAttribute("aria-label", `${KIND_LABEL[transfer.kind] || "Transfer"} of ${name}`);
+      bar.setAttribute("aria-valuemin", "0");
+      bar.setAttribute("aria-valuemax", "100");
+      bar.setAttribute("aria-valuenow", String(percent));
+      const fill = document.createElement("span");
+      fill.style.width = `${percent}%`;
+      bar.appendChild(fill);
+
+      const stateLabel = document.createElement("span");
+      stateLabel.className = `state ${transfer.state}`;
+      stateLabel.textContent = transfer.state === "running" && transfer.attempts > 1 ? `running (try ${transfer.attempts})` : transfer.state;
+
+      const actions = document.createElement("span");
+      actions.className = "transfer-actions";
+      if (transfer.state === "queued" || transfer.state === "running") actions.appendChild(bgButton("Pause", "pause", transfer));
+      if (transfer.state === "paused") actions.appendChild(bgButton("Resume", "resume", transfer));
+      if (BG_ACTIVE.has(transfer.state)) actions.appendChild(bgButton("Cancel", "cancel", transfer));
+      if (transfer.state === "failed" || transfer.state === "cancelled") actions.appendChild(bgButton("Retry", "retry", transfer));
+      if (transfer.state === "done" && transfer.kind === "download") {
+        const save = document.createElement("a");
+        save.className = "button small";
+        save.href = `${data.transfers}${transfer.id}/file/`;
+        save.setAttribute("download", name);
+        save.textContent = "Save";
+        save.setAttribute("aria-label", `Save ${name}`);
+        actions.appendChild(save);
+      }
+      const nodes = [title, figures, bar, stateLabel, actions];
+      if (transfer.last_error && transfer.state !== "done") {
+        const error = document.createElement("span");
+        error.className = `transfer-error small${transfer.state === "failed" ? "" : " muted"}`;
+        error.textContent = transfer.state === "cancelled" ? transfer.last_error : `${transfer.state === "failed" ? "" : "Last error: "}${transfer.last_error}`;
+        nodes.push(error);
+      }
+      const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+      li.replaceChildren(...nodes);
+      if (focused) {
+        const again = li.querySelector(`[data-action="${focused}"]`) || li.querySelector("button, a");
+        if (again) again.focus();
+      }
+    }
+
+    function upsertTransfer(transfer, { top = true } = {}) {
+      let row = bg.rows.get(transfer.id);
+      if (!row) {
+        const li = document.createElement("li");
+        li.dataset.id = String(transfer.id);
+        row = { li, transfer: {}, speed: null, eta: null };
+        bg.rows.set(transfer.id, row);
+        const list = $("bg-list");
+        if (top) list.prepend(li);
+        else list.appendChild(li);
+      }
+      row.transfer = { ...row.transfer, ...transfer };
+      renderTransfer(row.transfer);
+      summariseTransfers();
+      return row;
+    }
+
+    function summariseTransfers() {
+      const all = [...bg.rows.values()].map((row) => row.transfer);
+      const active = all.filter((t) => BG_ACTIVE.has(t.state)).length;
+      const failed = all.filter((t) => t.state === "failed").length;
+      const count = $("bg-count");
+      count.hidden = !active;
+      count.textContent = String(active);
+      $("bg-toggle").setAttribute("aria-label", active ? `Transfers, ${active} active` : "Transfers");
+      const parts = [];
+      if (active) parts.push(`${active} active`);
+      const done = all.filter((t) => t.state === "done").length;
+      if (done) parts.push(`${done} done`);
+      if (failed) parts.push(`${failed} failed`);
+      $("bg-summary").textContent = parts.join(" · ");
+      $("bg-empty").hidden = all.length > 0;
+    }
+
+    async function loadTransfers() {
+      try {
+        const page = await window.Satchel.api(`${data.transfers}?page_size=100`, { quiet: true });
+        page.results.forEach((transfer) => upsertTransfer(transfer, { top: false }));
+        bg.loaded = true;
+      } catch (error) {
+        $("bg-summary").textContent = error.message;
+      }
+      summariseTransfers();
+    }
+
+    function showTransfers(open) {
+      $("bg-transfers").hidden = !open;
+      $("bg-toggle").setAttribute("aria-expanded", String(open));
+      $("bg-toggle").classList.toggle("active", open);
+    }
+
+    async function startTransfer(body) {
+      let transfer;
+      try {
+        transfer = await window.Satchel.api(data.transfers, { method: "POST", body });
+      } catch (error) {
+        return;
+      }
+      upsertTransfer(transfer); // the panel (opened) is the feedback; its summary is read out
+      showTransfers(true);
+    }
+
+    function backgroundDownload() {
+      const entry = selectedEntries()[0];
+      if (!entry || entry.type !== "file") return;
+      startTransfer({ kind: "download", site: state.site, path: join(state.path, entry.name) });
+    }
+
+    // The copy dialog: a site and a folder there, browsed by its subfolders.
+    const copyPicker = { ticket: 0 };
+    async function showCopyFolders() {
+      const ticket = ++copyPicker.ticket;
+      const site = $("copy-site").value;
+      const folder = $("copy-folder").value.trim() || "/";
+      const list = $("copy-folders");
+      list.setAttribute("aria-busy", "true");
+      let listing;
+      try {
+        listing = await window.Satchel.api(`${data.api}${site}/list/?path=${encodeURIComponent(folder)}`, { quiet: true });
+      } catch (error) {
+        if (ticket !== copyPicker.ticket) return;
+        list.removeAttribute("aria-busy");
+        const note = document.createElement("li");
+        note.className = "muted small";
+        note.textContent = error.message;
+        list.replaceChildren(note);
+        return;
+      }
+      if (ticket !== copyPicker.ticket) return;
+      list.removeAttribute("aria-busy");
+      const items = [];
+      const go = (path, text, label) => {
+        const li = document.createElement("li");
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "link";
+        button.append(svgIcon("dir"), document.createTextNode(text));
+        button.setAttribute("aria-label", label);
+        button.addEventListener("click", () => {
+          $("copy-folder").value = path;
+          showCopyFolders();
+          $("copy-folder").focus();
+        });
+        li.appendChild(button);
+        return li;
+      };
+      if (listing.path !== "/") items.push(go(parent(listing.path), "..", `Up to ${parent(listing.path)}`));
+      listing.entries
+        .filter((entry) => entry.type === "dir")
+        .slice(0, 200)
+        .forEach((entry) => items.push(go(join(listing.path, entry.name), entry.name, `Into ${entry.name}`)));
+      if (!listing.entries.some((entry) => entry.type === "dir")) {
+        const note = document.createElement("li");
+        note.className = "muted small";
+        note.textContent = `No folders in ${listing.path}: the file goes here.`;
+        items.push(note);
+      }
+      list.replaceChildren(...items);
+    }
+    let copyTimer = null;
+    $("copy-folder").addEventListener("input", () => {
+      clearTimeout(copyTimer);
+      copyTimer = setTimeout(showCopyFolders, 300);
+    });
+    $("copy-site").addEventListener("change", () => {
+      const site = data.sites.find((item) => String(item.id) === $("copy-site").value);
+      $("copy-folder").value = site ? site.initial_path || "/" : "/";
+      showCopyFolders();
+    });
+
+    async function copyToSite() {
+      const entry = selectedEntries()[0];
+      if (!entry || entry.type !== "file") return;
+      const select = $("copy-site");
+      select.replaceChildren(
+        ...data.sites.map((site) => {
+          const option = document.createElement("option");
+          option.value = String(site.id);
+          option.textContent = site.id === state.site ? `${site.name} (this site)` : site.name;
+          return option;
+        })
+      );
+      const other = data.sites.find((site) => site.id !== state.site);
+      select.value = String((other || data.sites[0]).id);
+      $("copy-folder").value = other ? other.initial_path || "/" : state.path;
+      const ok = await showDialog({ title: `Copy ${entry.name}`, text: "A worker copies it from server to server; you can close this page.", copy: true, ok: "Copy" });
+      if (!ok) return;
+      const folder = $("copy-folder").value.trim() || "/";
+      startTransfer(
+        { kind: "copy", site: state.site, path: join(state.path, entry.name), target_site: Number(select.value), target_path: folder.endsWith("/") ? folder : `${folder}/` }
+      );
+    }
+
+    $("bg-list").addEventListener("click", async (event) => {
+      const button = event.target.closest("button[data-action]");
+      if (!button || button.getAttribute("aria-disabled") === "true") return;
+      const li = button.closest("li");
+      const id = Number(li.dataset.id);
+      button.setAttribute("aria-disabled", "true"); // not `disabled`: that would drop the focus
+      try {
+        const transfer = await window.Satchel.api(`${data.transfers}${id}/${button.dataset.action}/`, { method: "POST" });
+        upsertTransfer(transfer);
+      } catch (error) {
+        button.removeAttribute("aria-disabled");
+        return;
+      }
+      // Pause becomes Resume, Retry becomes Pause…: the keyboard stays on the row.
+      const next = li.querySelector("button, a");
+      if (next && !li.contains(document.activeElement)) next.focus();
+    });
+    document.addEventListener("satchel:transfer.progress", async (event) => {
+      const update = event.detail && event.detail.transfer;
+      if (!update) return;
+      const row = bg.rows.get(update.id);
+      if (row) {
+        row.speed = update.state === "running" ? update.speed : null;
+        row.eta = update.state === "running" ? update.eta : null;
+        const { speed, eta, ...fields } = update;
+        upsertTransfer(fields);
+        if (update.state === "done" && !row.announced && $("bg-transfers").hidden) {
+          row.announced = true;
+          toast(`${KIND_LABEL[update.kind] || "Transfer"} of ${row.transfer.name || basename(row.transfer.path)} finished.`);
+        }
+        return;
+      }
+      if (bg.pending.has(update.id)) return; // started elsewhere (another tab, the API)
+      bg.pending.add(update.id);
+      try {
+        upsertTransfer(await window.Satchel.api(`${data.transfers}${update.id}/`, { quiet: true }));
+      } catch (error) {
+        // Gone, or not ours to show.
+      }
+      bg.pending.delete(update.id);
+    });
+    $("bg-toggle").addEventListener("click", () => showTransfers($("bg-transfers").hidden));
+    $("bg-close").addEventListener("click", () => {
+      showTransfers(false);
+      $("bg-toggle").focus();
+    });
+    $("bg-finished").addEventListener("change", (event) => {
+      $("bg-list").classList.toggle("hide-finished", !event.target.checked);
+    });
+
     // ---------------------------------------------------------------- Events
     scroll.addEventListener("scroll", () => renderRows(false), { passive: true });
     window.addEventListener("resize", () => renderRows(true));
@@ -1213,6 +1698,10 @@
         return;
       }
       if (inPreview) return;
+      if (key === "Escape" && target.closest && target.closest("#bg-transfers")) {
+        scroll.focus();
+        return;
+      }
       if (target.closest && target.closest("a, button") && (key === "Enter" || key === " ")) return;
       const ctrl = event.ctrlKey || event.metaKey;
       const page = Math.max(1, Math.floor(scroll.clientHeight / ROW_H) - 1);
@@ -1227,6 +1716,13 @@
         Backspace: () => goUp(),
         Delete: () => remove(),
         F2: () => rename(),
+        d: () => downloadSelected(),
+        b: () => backgroundDownload(),
+        c: () => copyToSite(),
+        t: () => {
+          showTransfers($("bg-transfers").hidden);
+          if (!$("bg-transfers").hidden) ($("bg-list").querySelector("button, a") || $("bg-close")).focus();
+        },
         " ": () => {
           const entry = current();
           if (entry && entry.type === "file") openPreview(entry);
@@ -1260,8 +1756,12 @@
     $("act-chmod").addEventListener("click", chmod);
     $("act-delete").addEventListener("click", remove);
     $("act-preview").addEventListener("click", () => openPreview(selectedEntries()[0]));
+    $("act-download").addEventListener("click", downloadSelected);
+    $("act-background").addEventListener("click", backgroundDownload);
+    $("act-copy").addEventListener("click", copyToSite);
 
     navigate(data.path || "", { push: false }).then(() => scroll.focus({ preventScroll: true }));
+    loadTransfers();
   }
 
   const form = $("site-form");

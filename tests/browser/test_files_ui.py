@@ -4,15 +4,20 @@ editing, the server's refusals, phones. Every effect is checked on the server's 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
+import zipfile
 import zlib
 
 import pytest
 from playwright.sync_api import expect
+from pyftpdlib.handlers import ThrottledDTPHandler
 
 from ftpcore import services
 from ftpcore.models import FtpSite
+from tests.peers.fixtures import USERS
+from tests.peers.ftp import FTPServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -369,3 +374,202 @@ def test_drop_files_from_the_desktop(page, alice, ftp, home):
     assert (home / "docs" / "drop1.txt").read_bytes() == b"dropped one"
     assert (home / "docs" / "drop2.txt").read_bytes() == b"dropped two"
     expect(page.locator("#drop-overlay")).to_be_hidden()
+
+
+def test_download_a_folder_as_a_zip(page, alice, ftp, home):
+    (home / "docs" / "sub folder").mkdir()
+    (home / "docs" / "sub folder" / "été.txt").write_bytes("été\n".encode())
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    _row(page, "docs").locator(".col-size").click()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download", exact=True).click()
+    download = info.value
+    assert download.suggested_filename == "docs.zip"
+    archive = zipfile.ZipFile(download.path())
+    assert archive.read("docs/inner.txt") == b"inside docs\n"
+    assert archive.read("docs/sub folder/été.txt") == "été\n".encode()
+
+
+def test_a_large_upload_goes_in_chunks_and_survives_a_dropped_chunk(
+    page, screenshot, alice, ftp, home
+):
+    data = hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32 + 7)  # ~20 MiB
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    chunks: list[str] = []
+
+    def drop_the_second(route) -> None:
+        chunks.append(route.request.url)
+        if len(chunks) == 2:
+            route.abort("connectionreset")  # the network dropped it: nothing reached Satchel
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/uploads/\d+/\?offset=\d+$"), drop_the_second)
+    page.locator("#upload-input").set_input_files(
+        [{"name": "large.bin", "mimeType": "application/octet-stream", "buffer": data}]
+    )
+    expect(page.locator("#transfer-list .state")).to_have_text("reconnecting")
+    screenshot("files-upload-reconnecting")
+    expect(page.locator("#transfer-list .state.done")).to_have_count(1, timeout=60_000)
+    assert (home / "large.bin").read_bytes() == data
+    offsets = [int(url.rsplit("=", 1)[1]) for url in chunks]
+    assert offsets == [0, 8 * 1024 * 1024, 8 * 1024 * 1024, 16 * 1024 * 1024]  # resent once
+    assert not [p.name for p in home.iterdir() if "part" in p.name]
+
+
+def test_background_download_and_copy_progress_live(
+    page, screenshot, alice, ftp, home, celery_worker
+):
+    payload = bytes(range(256)) * (12 * 1024 * 4)  # 12 MiB
+    (home / "movie.bin").write_bytes(payload)
+    site = _site(alice, ftp)
+    _site(alice, ftp, name="Backup", initial_path="/music")
+    _log_in(page)
+    _open(page, site)
+
+    _row(page, "movie.bin").locator(".col-size").click()
+    page.keyboard.press("b")  # download in background
+    panel = page.locator("#bg-transfers")
+    expect(panel).to_be_visible()
+    row = panel.locator(".bg-row").first
+    expect(row).to_contain_text("movie.bin")
+    expect(row.locator(".state")).to_have_text("done", timeout=60_000)  # live, no reload
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(row).to_contain_text("12 MB of 12 MB")
+    response = page.request.get(
+        row.get_by_role("link", name="Save movie.bin").get_attribute("href")
+    )
+    assert response.status == 200 and response.body() == payload
+
+    # Copy to another site, choosing the folder in the picker by keyboard.
+    _row(page, "a.txt").locator(".col-size").click()
+    page.keyboard.press("c")
+    expect(page.locator("#dialog-title")).to_have_text("Copy a.txt")
+    expect(page.locator("#copy-site")).to_have_value(str(FtpSite.objects.get(name="Backup").pk))
+    expect(page.locator("#copy-folder")).to_have_value("/music")
+    page.locator("#copy-folder").fill("/")
+    page.get_by_role("button", name="Into docs").click()
+    expect(page.locator("#copy-folder")).to_have_value("/docs")
+    expect(page.locator("#copy-folders").get_by_role("button", name="Up to /")).to_be_visible()
+    expect(page.locator("#copy-folders")).not_to_have_attribute("aria-busy", "true")
+    screenshot("files-copy-dialog")
+    page.keyboard.press("Enter")
+    copy = panel.locator(".bg-row").first
+    expect(copy).to_contain_text("Backup /docs/")
+    expect(copy.locator(".state")).to_have_text("done", timeout=60_000)
+    assert (home / "docs" / "a.txt").read_bytes() == b"0123456789"
+
+    # A copy the server refuses: failed, in the server's words, and Retry is offered.
+    (home / "locked").mkdir()
+    ftp.authorizer.override_perm("alice", str(home / "locked"), "elr")  # no STOR there
+    try:
+        _row(page, "report.pdf").locator(".col-size").click()
+        page.keyboard.press("c")
+        page.locator("#copy-folder").fill("/locked")
+        page.locator("#dialog-ok").click()
+        failed = panel.locator(".bg-row").first
+        expect(failed.locator(".state")).to_have_text("failed", timeout=60_000)
+        expect(failed.locator(".transfer-error")).to_contain_text("550")
+        expect(failed.get_by_role("button", name="Retry report.pdf")).to_be_visible()
+    finally:
+        ftp.authorizer.user_table["alice"]["operms"].clear()
+    expect(page.locator("#bg-count")).to_be_hidden()
+    screenshot("files-background-transfers")
+    page.set_viewport_size(PHONE)
+    expect(failed.get_by_role("button", name="Retry report.pdf")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot("files-background-transfers-phone")
+
+
+@pytest.fixture(scope="module")
+def slow_server(peer_cert):
+    """Sends at most 2 MiB/s, so a background download can be watched, paused, resumed."""
+    server = FTPServer(cert=peer_cert)
+    server.handler.dtp_handler = type("Slow", (ThrottledDTPHandler,), {"write_limit": 2 << 20})
+    server.handler.use_sendfile = False
+    for name, password in USERS.items():
+        server.add_user(name, password)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_pause_and_resume_a_background_download_live(
+    page, screenshot, alice, slow_server, celery_worker
+):
+    slow_server.clear_homes()
+    payload = hashlib.sha256(b"slow").digest() * (10 * 1024 * 1024 // 32)  # 10 MiB
+    (slow_server.homes["alice"] / "slow movie.bin").write_bytes(payload)
+    site = _site(alice, slow_server, name="Slow server")
+    _log_in(page)
+    _open(page, site)
+    _row(page, "slow movie.bin").locator(".col-size").click()
+    page.get_by_role("button", name="In background").click()
+    row = page.locator("#bg-list .bg-row").first
+    bar = row.get_by_role("progressbar")
+    page.wait_for_function(
+        """() => {
+          const bar = document.querySelector('#bg-list .bg-row [role=progressbar]');
+          return bar && Number(bar.getAttribute('aria-valuenow')) >= 15;
+        }""",
+        timeout=30_000,
+    )
+    expect(row.locator(".state")).to_have_text("running")
+    expect(row.locator(".transfer-figures")).to_contain_text(re.compile(r"MB/s · .* left"))
+    screenshot("files-transfer-running")
+
+    row.get_by_role("button", name="Pause slow movie.bin").click()
+    expect(row.locator(".state")).to_have_text("paused")
+    expect(row.get_by_role("button", name="Resume slow movie.bin")).to_be_focused()
+    paused_at = int(bar.get_attribute("aria-valuenow"))
+    assert 15 <= paused_at < 100
+    row.get_by_role("button", name="Resume slow movie.bin").click()
+    expect(row.locator(".state")).to_have_text("done", timeout=60_000)
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    href = row.get_by_role("link", name="Save slow movie.bin").get_attribute("href")
+    assert page.request.get(href).body() == payload
+    expect(row.get_by_role("link", name="Save slow movie.bin")).to_be_focused()
+    page.keyboard.press("Escape")  # back to the files; T hides and shows the panel
+    expect(page.locator("#file-scroll")).to_be_focused()
+    page.keyboard.press("t")
+    expect(page.locator("#bg-transfers")).to_be_hidden()
+    page.keyboard.press("t")
+    expect(page.locator("#bg-transfers")).to_be_visible()
+    expect(row.get_by_role("link", name="Save slow movie.bin")).to_be_focused()
+
+
+def test_cancel_a_chunked_upload_that_cannot_get_through(page, alice, ftp, home):
+    from ftpcore.models import UploadSession
+
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    page.route(re.compile(r"/uploads/\d+/\?offset=\d+$"), lambda route: route.abort("failed"))
+    page.locator("#upload-input").set_input_files(
+        [{"name": "stuck.bin", "mimeType": "application/octet-stream", "buffer": b"s" * (17 << 20)}]
+    )
+    state = page.locator("#transfer-list .state")
+    expect(state).to_have_text("reconnecting")
+    page.get_by_role("button", name="Cancel upload of stuck.bin").click()
+    expect(state).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel upload of stuck.bin")).to_be_hidden()
+    upload = UploadSession.objects.get(site=site)
+    for _ in range(50):  # the page's DELETE reaches the server
+        upload.refresh_from_db()
+        if upload.state == "cancelled":
+            break
+        page.wait_for_timeout(100)
+    assert upload.state == "cancelled" and upload.offset == 0
+    assert sorted(p.name for p in home.iterdir()) == [
+        "a.txt",
+        "big.bin",
+        "docs",
+        "music",
+        "report.pdf",
+    ]
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("#transfers")).to_be_hidden()

@@ -63,6 +63,7 @@ def test_browser_page_carries_the_sites_as_json(web, alice, bob):
     assert data["path"] == "/pub/x"
     assert [s["id"] for s in data["sites"]] == [first.pk, second.pk]
     assert data["api"] == "/api/v1/ftp/sites/"
+    assert data["transfers"] == "/api/v1/ftp/transfers/"
     assert "Bobs" not in body
 
 

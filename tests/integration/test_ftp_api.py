@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
+import zipfile
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from ftpcore.models import FtpSite
+from ftpcore.pool import browse_pool
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +33,19 @@ def _site(owner, server, **fields) -> FtpSite:
 
 
 def _body(response) -> bytes:
-    return b"".join(response.streaming_content)
+    """A streamed answer's bytes (the download views stream asynchronously, as under ASGI)."""
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    assert response.is_async
+    return async_to_sync(collect)()
+
+
+@pytest.fixture(autouse=True)
+def empty_pool():
+    yield
+    browse_pool.clear()
 
 
 @pytest.fixture
@@ -228,11 +244,68 @@ def test_unicode_and_spaces_round_trip(site, client, ftp):
     assert "filename*=UTF-8''na%C3%AFve%20caf%C3%A9.txt" in disposition
 
 
-def test_download_a_directory_is_400_for_now(site, client, ftp):
-    (ftp.homes["alice"] / "folder").mkdir()
-    response = client.get(f"{SITES}{site.pk}/download/", {"path": "/folder"})
-    assert response.status_code == 400
-    assert "zip" in response.json()["detail"]
+def _tree(root) -> dict[str, bytes]:
+    """A folder with nested folders, unicode and space-laden names, an empty folder."""
+    files = {
+        "readme.txt": b"top level\n",
+        "sub dir/naïve café.txt": "crème brûlée\n".encode(),
+        "sub dir/deeper/日本語 ファイル.bin": os.urandom(300_000),
+        "sub dir/deeper/big.bin": os.urandom(3 * 1024 * 1024 + 5),
+        "zero.bin": b"",
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "empty folder").mkdir()
+    (root / ".half.bin.part-satchel").write_bytes(b"an upload in progress")
+    return files
+
+
+def test_download_a_folder_as_a_zip_byte_for_byte(site, client, ftp):
+    files = _tree(ftp.homes["alice"] / "Project X")
+    response = client.get(f"{SITES}{site.pk}/download/", {"path": "/Project X"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    assert "Content-Length" not in response
+    assert response["Content-Disposition"].startswith('attachment; filename="Project X.zip"')
+    archive = zipfile.ZipFile(io.BytesIO(_body(response)))
+    assert archive.testzip() is None  # every CRC checks
+    names = archive.namelist()
+    assert sorted(n for n in names if not n.endswith("/")) == sorted(
+        f"Project X/{name}" for name in files
+    )
+    assert {"Project X/", "Project X/empty folder/", "Project X/sub dir/deeper/"} <= set(names)
+    for name, data in files.items():
+        assert archive.read(f"Project X/{name}") == data, name
+    info = archive.getinfo("Project X/sub dir/naïve café.txt")
+    assert info.flag_bits & 0x800  # the name is marked UTF-8
+    assert info.flag_bits & 0x08  # streamed: sizes in a data descriptor
+
+
+def test_the_root_folder_zips_under_the_site_name(site, client, ftp):
+    (ftp.homes["alice"] / "a.txt").write_bytes(b"a")
+    response = client.get(f"{SITES}{site.pk}/download/", {"path": "/"})
+    assert response.status_code == 200
+    archive = zipfile.ZipFile(io.BytesIO(_body(response)))
+    assert archive.read("Home/a.txt") == b"a"
+
+
+def test_a_file_the_server_refuses_is_left_out_and_named(site, client, ftp):
+    root = ftp.homes["alice"] / "mixed"
+    (root / "listed only").mkdir(parents=True)
+    (root / "ok.txt").write_bytes(b"fine")
+    (root / "listed only" / "secret.txt").write_bytes(b"no")
+    ftp.authorizer.override_perm("alice", str(root / "listed only"), "el")  # no RETR
+    try:
+        response = client.get(f"{SITES}{site.pk}/download/", {"path": "/mixed"})
+        archive = zipfile.ZipFile(io.BytesIO(_body(response)))
+    finally:
+        ftp.authorizer.user_table["alice"]["operms"].clear()
+    assert archive.read("mixed/ok.txt") == b"fine"
+    assert "mixed/listed only/secret.txt" not in archive.namelist()
+    errors = archive.read("mixed/SATCHEL-ERRORS.txt").decode()
+    assert "/mixed/listed only/secret.txt: 550" in errors
 
 
 def test_missing_file_is_502_with_reply_code_and_explanation(site, client):
