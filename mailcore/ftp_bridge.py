@@ -32,7 +32,7 @@ from django.db import transaction
 
 from ftpcore.models import FtpSite
 from ftpcore.protocols import ftp
-from ftpcore.services import IsADirectory, file_download_open, ftp_config, resolve_path
+from ftpcore.services import file_download_open, ftp_config, resolve_path
 from mailcore import services
 from mailcore.models import Attachment, Upload
 from mailcore.outbox import upload_create
@@ -113,10 +113,10 @@ def upload_create_from_ftp(*, owner, site: FtpSite, path: str) -> Upload:
     bad path, someone else's site) and FileTooLarge."""
     if site.owner_id != owner.pk:
         raise ValueError("site: no such site.")
-    try:
-        download = file_download_open(site=site, path=check_path(path))
-    except IsADirectory:
-        raise ValueError(f"{path} is a folder: pick a file to attach.") from None
+    download = file_download_open(site=site, path=check_path(path))
+    if download.is_zip:
+        download.chunks.close()
+        raise ValueError(f"{path} is a folder: pick a file to attach.")
     if download.size is not None and download.size > settings.UPLOAD_MAX_BYTES:
         download.chunks.close()
         raise _too_large(download.name, download.size)
