@@ -364,7 +364,7 @@ def _enqueue_on_commit(message: OutgoingMessage, due: datetime | None) -> None:
 # TTL, in case that task is lost; the dispatcher covers it too) and enqueues, the others
 # see the key. The task deletes the key before each claim, so whatever is committed after
 # that claim enqueues again.
-_KICK_TTL = 60
+_KICK_TTL = 30
 
 
 @lru_cache(maxsize=1)
@@ -373,7 +373,8 @@ def _redis() -> redis.Redis:
 
 
 def _kick_key(account_id: int) -> str:
-    return f"satchel:outbox:pending:{account_id}"
+    database = settings.DATABASES["default"]["NAME"]  # two databases may share a Redis
+    return f"satchel:outbox:pending:{database}:{account_id}"
 
 
 def _kick(account_id: int, message_id: int) -> None:
