@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from mailcore import outbox
 from mailcore.models import Contact, OutgoingMessage
+from tests import processes
 from tests.peers.ports import HOST, free_port
 from tests.peers.smtp import SMTPServer
-from tests.processes import test_environment
 
 State = OutgoingMessage.State
 
@@ -385,7 +385,7 @@ def test_a_worker_killed_mid_attempt_never_causes_a_second_delivery(
     make_due(message)
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(message.pk), where],
-        env=test_environment(tmp_path),
+        env=processes.test_environment(tmp_path),
         capture_output=True,
         timeout=60,
     )
