@@ -327,6 +327,55 @@ def test_an_unreachable_server_fails_the_whole_batch_without_a_connection_each(a
         assert "Connecting to the SMTP server" in row.last_error
 
 
+@pytest.mark.django_db
+def test_a_worker_that_outlived_its_lease_does_not_send_what_the_sweeper_took_back(
+    account, smtp, smtp_peers, no_undo, monkeypatch
+):
+    first, second = create(account, subject="first"), create(account, subject="second")
+    record = outbox._record
+    swept: list[str] = []
+
+    def lease_runs_out_before_the_second_dot(outcomes, *, token, handover):
+        if handover == second.pk and not swept:  # as if this worker had stalled that long
+            OutgoingMessage.objects.filter(pk=second.pk).update(
+                lease_until=timezone.now() - timedelta(seconds=1)
+            )
+            assert outbox.outbox_sweep_stale() == 1
+            swept.append(reload(second).state)
+        return record(outcomes, token=token, handover=handover)
+
+    monkeypatch.setattr(outbox, "_record", lease_runs_out_before_the_second_dot)
+    # The old claim may not hand the second one over; the same run then claims it anew
+    # (the sweeper queued it again) and sends it once.
+    assert outbox.outbox_send(message_id=first.pk) == State.SENT
+    assert swept == [State.QUEUED]
+    row = reload(second)
+    assert row.state == State.SENT and row.attempts == 2
+    time.sleep(0.3)
+    assert sorted(message_ids(smtp)) == sorted([first.message_id, second.message_id])
+    assert smtp_peers[0] != smtp_peers[1]  # the first connection was dropped mid-DATA
+
+
+@pytest.mark.django_db
+def test_the_sweeper_trusts_no_mark_of_a_claim_older_than_postgresql(account, settings):
+    settings.OUTBOX_UNDO_SECONDS = 3600
+    old, recent = create(account, subject="old"), create(account, subject="recent")
+    # A mark is committed without waiting for the disk: if PostgreSQL restarted since the
+    # claim, a missing mark proves nothing, so the row may have been delivered.
+    OutgoingMessage.objects.filter(pk__in=[old.pk, recent.pk]).update(
+        state=State.SENDING,
+        claim_token="dead-worker",
+        body_sent=False,
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
+    OutgoingMessage.objects.filter(pk=old.pk).update(
+        updated_at=timezone.now() - timedelta(days=365 * 30)
+    )
+    assert outbox.outbox_sweep_stale() == 2
+    assert reload(old).state == State.UNKNOWN
+    assert reload(recent).state == State.QUEUED
+
+
 # --------------------------------------------------------------------------- a killed worker
 
 # Runs the service in a process of its own and kills it (os._exit, as SIGKILL would: no
