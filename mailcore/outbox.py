@@ -10,7 +10,8 @@ States (``OutgoingMessage.State``)::
 - ``outbox_create`` validates the recipients (group names expanded), builds the final MIME
   bytes, Message-ID and Date ONCE and stores them on the row, and only after the commit
   enqueues the row's id. A message is ``scheduled`` while its ``send_at`` or the undo window
-  (``OUTBOX_UNDO_SECONDS``) is in the future, and can be cancelled until a worker claims it.
+  (``OUTBOX_UNDO_SECONDS``) is in the future, and can be cancelled until its body is handed
+  over (even claimed, while it waits its turn in a batch: see ``body_sent`` below).
   A task drains every due message of its account, so messages due at once share one task:
   a Redis key per account says one is waiting (``_kick``).
 - A worker claims a batch of due rows of one account (same SMTP server) with ONE
@@ -19,7 +20,9 @@ States (``OutgoingMessage.State``)::
   hand a body over or finish the attempt, so a worker that outlived its lease can neither
   send a message the sweeper gave back nor overwrite the next attempt's result. A
   duplicate task, or a rerun after acks_late redelivery, finds nothing to claim and ends.
-  The batch goes out over one SMTP session (one connection, re-opened only if it drops).
+  The batch goes out over one SMTP session (one connection, re-opened only if it drops);
+  if the server cannot be reached or refuses the login, the rest of the batch gets that
+  outcome and the run stops.
 - Outcomes: accepted (some recipients may be refused: they are listed with the server's code
   and text) -> ``sent``; a 4xx reply or a network error before the final "." ->
   ``retrying`` after ``OUTBOX_RETRY_DELAYS`` (the last delay repeats; +-10% jitter) until
@@ -34,12 +37,15 @@ States (``OutgoingMessage.State``)::
   there; otherwise the row stays ``unknown`` and the user decides (``outbox_retry`` sends it
   again on purpose).
 - ``body_sent`` is committed right BEFORE the final "." is written (the engine's
-  ``before_dot`` hook; the same commit writes the previous message's outcome, so a
-  message costs one commit); if that commit fails or the claim is gone, the dot never
-  goes out. So a worker killed at any instruction leaves either ``body_sent`` false —
-  the server cannot have the message — or true — it may. ``outbox_sweep_stale`` (beat)
-  finds rows whose lease expired: the former are re-queued, the latter become
-  ``unknown`` (same reasoning as above). Never a duplicate.
+  ``before_dot`` hook; the same commit writes the previous message's outcome, so a message
+  costs one commit); if that commit fails or the claim is gone (the sweeper took the row
+  back, or the user cancelled it), the dot never goes out. So a worker killed at any
+  instruction leaves either ``body_sent`` false — the server cannot have the message — or
+  true — it may. ``outbox_sweep_stale`` (beat) finds rows whose lease expired: the former
+  are re-queued, the latter become ``unknown`` (same reasoning as above). Never a
+  duplicate. That commit does not wait for the disk (a dead worker cannot undo it; only
+  a crash of PostgreSQL could), so the sweeper also takes a row claimed before
+  PostgreSQL's last start for ``unknown``.
 - After ``sent`` the message is appended to the account's Sent folder (\\Seen) once: the
   ``sent_copy_saved`` flag is claimed with a conditional UPDATE *before* the APPEND, so a
   rerun never appends twice; a failed APPEND gives the flag back and records
@@ -70,6 +76,7 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mailcore import people
@@ -620,8 +627,9 @@ class _ClaimLost(Exception):
 
 def outbox_send(*, message_id: int, session: SmtpSession | None = None) -> str | None:
     """Send the message and every other due message of its account, claimed in batches
-    and sent over one SMTP session; then save their Sent copies and collect their
-    recipients as contacts, once per batch. Returns the state this run left
+    and sent over one SMTP session; then save their Sent copies (one IMAP session per
+    batch) and collect their recipients as contacts (once per run). Returns the state
+    this run left
     ``message_id`` in, or None if it did not send it (not due, or taken by another worker,
     whose run is sending it). ``session`` lets a caller lend its own connection."""
     account = MailAccount.objects.filter(outgoing_messages__pk=message_id).first()
@@ -888,9 +896,20 @@ def outbox_resolve_unknown(*, message: OutgoingMessage) -> str:
 
 
 def outbox_cancel(*, message: OutgoingMessage) -> OutgoingMessage:
-    """Cancel before a worker has it; OutboxConflict once it is sending or done."""
-    done = OutgoingMessage.objects.filter(pk=message.pk, state__in=CANCELLABLE).update(
-        state=State.CANCELLED, next_attempt_at=None, updated_at=timezone.now()
+    """Cancel until its body is handed over: also while it waits its turn in a claimed
+    batch (``sending``, not ``body_sent``) — the worker's mark before the dot then finds
+    the claim gone and withholds the dot. OutboxConflict once handed over, or done."""
+    not_handed_over = Q(state=State.SENDING, body_sent=False)
+    done = (
+        OutgoingMessage.objects.filter(pk=message.pk)
+        .filter(Q(state__in=CANCELLABLE) | not_handed_over)
+        .update(
+            state=State.CANCELLED,
+            next_attempt_at=None,
+            claim_token="",
+            lease_until=None,
+            updated_at=timezone.now(),
+        )
     )
     if not done:
         message.refresh_from_db()

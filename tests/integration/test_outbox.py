@@ -226,13 +226,33 @@ def test_scheduled_and_cancelled_never_reach_the_server(account, smtp, settings)
 
 
 @pytest.mark.django_db
-def test_cancel_while_sending_is_a_conflict(account, api_as, settings):
+def test_cancel_once_the_body_is_handed_over_is_a_conflict(account, api_as, settings):
     settings.OUTBOX_UNDO_SECONDS = 10
     message = create(account)
-    OutgoingMessage.objects.filter(pk=message.pk).update(state=State.SENDING)
+    OutgoingMessage.objects.filter(pk=message.pk).update(state=State.SENDING, body_sent=True)
     response = api_as(account.owner).post(f"/api/v1/mail/outbox/{message.pk}/cancel/")
     assert response.status_code == 409
     assert "being sent" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_message_cancelled_while_waiting_its_turn_in_a_batch_is_not_sent(
+    account, smtp, no_undo, monkeypatch
+):
+    messages = [create(account, subject=f"n{n}") for n in range(4)]
+    record = outbox._record
+
+    def cancel_the_third_while_the_first_goes_out(outcomes, *, token, handover):
+        if handover == messages[0].pk:
+            assert reload(messages[2]).state == State.SENDING  # claimed with the batch
+            assert outbox.outbox_cancel(message=messages[2]).state == State.CANCELLED
+        return record(outcomes, token=token, handover=handover)
+
+    monkeypatch.setattr(outbox, "_record", cancel_the_third_while_the_first_goes_out)
+    assert outbox.outbox_send(message_id=messages[0].pk) == State.SENT
+    time.sleep(0.3)
+    assert sorted(message_ids(smtp)) == sorted(messages[n].message_id for n in (0, 1, 3))
+    assert reload(messages[2]).state == State.CANCELLED
 
 
 # --------------------------------------------------------------------------- batches
