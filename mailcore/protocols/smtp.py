@@ -6,9 +6,9 @@ tell *where* a connection died, and that decides whether a message may be sent a
 
 - Before the terminating "." has been handed to the kernel, the server cannot have taken
   the message: ``SmtpTransientError``, safe to retry. ``send(before_dot=...)`` is called
-  right before that write: a caller records there, durably, that the message may be
-  delivered from now on, so even a process killed at any instruction leaves a record that
-  tells "certainly not delivered" from "maybe delivered". If it raises, the dot is never
+  right before that write: a caller records there that the message may be delivered from
+  now on, so even a process killed at any instruction leaves a record that tells
+  "certainly not delivered" from "maybe delivered". If it raises, the dot is never
   written and the connection is dropped, so the server discards the unfinished message.
 - After that and before the final reply: ``SmtpUnknownOutcome`` (RFC 1047). The server
   may have accepted the message; the caller must not blindly resend it (look for the
