@@ -947,10 +947,13 @@ def outbox_retry(*, message: OutgoingMessage) -> OutgoingMessage:
 # --------------------------------------------------------------------------- beat
 
 
+# What ``message_event`` reads, for statements that return many rows only to announce them.
+_EVENT_FIELDS = "id, owner_id, state, attempts, next_attempt_at, last_error"
+
 _QUEUE_DUE_SQL = """
 UPDATE {table} SET state = %s, updated_at = %s
 WHERE state = %s AND next_attempt_at <= %s
-RETURNING *
+RETURNING {event_fields}
 """
 
 
@@ -964,7 +967,8 @@ def outbox_dispatch_due(*, limit: int = 1000) -> int:
     table = OutgoingMessage._meta.db_table
     queued = list(
         OutgoingMessage.objects.raw(
-            _QUEUE_DUE_SQL.format(table=table), [State.QUEUED, now, State.SCHEDULED, now]
+            _QUEUE_DUE_SQL.format(table=table, event_fields=_EVENT_FIELDS),
+            [State.QUEUED, now, State.SCHEDULED, now],
         )
     )
     _publish_many(queued)
@@ -996,7 +1000,7 @@ FROM (
     FOR UPDATE
 ) AS stale
 WHERE id = stale_id AND state = %s
-RETURNING {table}.*
+RETURNING {event_fields}, account_id
 """
 
 
@@ -1018,7 +1022,8 @@ def outbox_sweep_stale() -> int:
         State.SENDING,
     ]
     table = OutgoingMessage._meta.db_table
-    swept = list(OutgoingMessage.objects.raw(_SWEEP_SQL.format(table=table), params))
+    sql = _SWEEP_SQL.format(table=table, event_fields=_EVENT_FIELDS)
+    swept = list(OutgoingMessage.objects.raw(sql, params))
     with transaction.atomic():
         _publish_many(swept)
         for message in swept:
