@@ -336,7 +336,7 @@ def test_cancelled_and_scheduled_messages_of_the_account_stay_out_of_the_batch(
 
 
 @pytest.mark.django_db
-def test_an_unreachable_server_fails_the_whole_batch_without_a_connection_each(account, no_undo):
+def test_an_unreachable_server_puts_the_whole_batch_back_to_retrying(account, no_undo):
     account.smtp_port = free_port()  # nothing listens there
     account.save()
     messages = [create(account, subject=f"n{n}") for n in range(3)]
