@@ -23,6 +23,8 @@ def mail_sync_due() -> int:
 
 # Outbox (mailcore/outbox.py): the service handles SMTP errors itself (retrying with its own
 # schedule in the row), so these tasks never retry; a lost worker is the sweeper's job.
+# outbox_send sends every due message of the message's account, in batches over one SMTP
+# connection; a task whose message another run already took finds nothing and ends.
 
 
 @shared_task

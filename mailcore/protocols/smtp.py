@@ -5,7 +5,11 @@ Built on smtplib for connecting, TLS, EHLO and STARTTLS; the mail transaction it
 tell *where* a connection died, and that decides whether a message may be sent again:
 
 - Before the terminating "." has been handed to the kernel, the server cannot have taken
-  the message: ``SmtpTransientError``, safe to retry.
+  the message: ``SmtpTransientError``, safe to retry. ``send(before_dot=...)`` is called
+  right before that write: a caller records there that the message may be delivered from
+  now on, so even a process killed at any instruction leaves a record that tells
+  "certainly not delivered" from "maybe delivered". If it raises, the dot is never
+  written and the connection is dropped, so the server discards the unfinished message.
 - After that and before the final reply: ``SmtpUnknownOutcome`` (RFC 1047). The server
   may have accepted the message; the caller must not blindly resend it (look for the
   Message-ID in Sent first).
@@ -415,6 +419,15 @@ class SmtpSession:
             raise SmtpTransientError(text, code, context="Authentication failed")
         raise SmtpAuthError(text, code, context="Authentication failed")
 
+    @property
+    def connected(self) -> bool:
+        """False once the connection was dropped (the next ``send`` reconnects)."""
+        return self._smtp is not None
+
+    def reconnect(self) -> None:
+        """Open a new connection if the last one was dropped (SmtpError if that fails)."""
+        self._ensure_connected()
+
     def _ensure_connected(self) -> smtplib.SMTP:
         if self._smtp is None:
             self._connect()
@@ -470,13 +483,15 @@ class SmtpSession:
         mail_from: str,
         recipients: Sequence[str],
         on_progress: Callable[[int, int], None] | None = None,
+        before_dot: Callable[[], None] | None = None,
     ) -> SendResult:
         """One transaction: MAIL FROM, RCPT TO each recipient, DATA.
 
         Refused recipients are reported in ``SendResult.refused`` and the others still
         get the message; if all are refused, SmtpPermanentError (SmtpTransientError when
         every refusal was 4xx) with ``refused`` set. ``on_progress(sent, total)`` follows
-        the body's bytes.
+        the body's bytes; ``before_dot()`` runs once, just before the terminating "." (and,
+        for a small body, the body with it) is written.
         """
         if not isinstance(raw, bytes | bytearray | memoryview):
             raise TypeError("raw must be bytes")
@@ -495,13 +510,13 @@ class SmtpSession:
         data = _wire_data(bytes(raw))
         self._ensure_connected()
         try:
-            return self._transaction(data, len(raw), sender, targets, on_progress)
+            return self._transaction(data, len(raw), sender, targets, on_progress, before_dot)
         except _Stale:
             # The server had closed the idle connection; nothing of this message was
             # sent, so it goes out once, on a new connection.
             self._drop()
             self._connect()
-            return self._transaction(data, len(raw), sender, targets, on_progress)
+            return self._transaction(data, len(raw), sender, targets, on_progress, before_dot)
 
     def _options(self, data: bytes, size: int, sender: str, targets: list[str]) -> list[str]:
         extensions = self.extensions
@@ -539,6 +554,7 @@ class SmtpSession:
         sender: str,
         targets: list[str],
         on_progress: Callable[[int, int], None] | None,
+        before_dot: Callable[[], None] | None,
     ) -> SendResult:
         options = self._options(data, size, sender, targets)
         utf8 = "SMTPUTF8" in options
@@ -596,7 +612,7 @@ class SmtpSession:
                 raise _Stale from None
             raise error from None
 
-        self._send_body(data, on_progress)
+        self._send_body(data, on_progress, before_dot)
         try:
             code, text = self._final_reply()
         except (_Lost, OSError) as exc:
@@ -625,12 +641,18 @@ class SmtpSession:
             replies += [self._reply() for _ in batch]
         return replies
 
-    def _send_body(self, data: bytes, on_progress: Callable[[int, int], None] | None) -> None:
+    def _send_body(
+        self,
+        data: bytes,
+        on_progress: Callable[[int, int], None] | None,
+        before_dot: Callable[[], None] | None,
+    ) -> None:
         """The body and the terminating dot. Raises SmtpTransientError (never unknown
         outcome) when the connection fails before the dot is handed to the kernel."""
         total = len(data)
         try:
             if total < _DRAIN_THRESHOLD:
+                self._before_dot(before_dot)
                 self._write(data + b".\r\n")
                 if on_progress:
                     on_progress(total, total)
@@ -641,6 +663,7 @@ class SmtpSession:
                 if on_progress:
                     on_progress(min(start + _CHUNK, total), total)
             self._wait_acknowledged()
+            self._before_dot(before_dot)
             self._write(b".\r\n")
         except _EarlyReply as early:
             self._drop()
@@ -648,6 +671,17 @@ class SmtpSession:
         except (_Lost, OSError) as exc:
             self._drop()
             raise _network_error(exc, "Connection lost while sending the message") from None
+
+    def _before_dot(self, callback: Callable[[], None] | None) -> None:
+        """Run the caller's hook; if it fails, the dot never goes out (the connection is
+        dropped mid-DATA, so the server discards the message) and its error propagates."""
+        if callback is None:
+            return
+        try:
+            callback()
+        except BaseException:
+            self._drop()
+            raise
 
     def _wait_acknowledged(self) -> None:
         """Until the peer's TCP has acknowledged everything sent; raises _Lost or

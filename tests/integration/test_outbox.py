@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -14,7 +16,8 @@ from django.utils import timezone
 
 from mailcore import outbox
 from mailcore.models import Contact, OutgoingMessage
-from tests.peers.ports import HOST
+from tests import processes
+from tests.peers.ports import HOST, free_port
 from tests.peers.smtp import SMTPServer
 
 State = OutgoingMessage.State
@@ -44,6 +47,25 @@ def plain_server():
 def no_undo(settings):
     settings.OUTBOX_UNDO_SECONDS = 0
     settings.OUTBOX_RETRY_DELAYS = [1]
+
+
+@pytest.fixture
+def smtp_peers(smtp):
+    """For each message the peer accepts, the client end (host, port) of its connection."""
+    handler = smtp._controller.handler
+    handle_data = handler.handle_DATA
+    peers: list[tuple[str, int]] = []
+
+    async def recording(server, session, envelope):
+        reply = await handle_data(server, session, envelope)
+        if reply.startswith("250"):
+            peers.append(session.peer)
+        return reply
+
+    # aiosmtpd looks its hooks up on the handler when a connection starts.
+    handler.handle_DATA = recording
+    yield peers
+    del handler.handle_DATA
 
 
 def create(account, **fields):
@@ -204,13 +226,258 @@ def test_scheduled_and_cancelled_never_reach_the_server(account, smtp, settings)
 
 
 @pytest.mark.django_db
-def test_cancel_while_sending_is_a_conflict(account, api_as, settings):
+def test_cancel_once_the_body_is_handed_over_is_a_conflict(account, api_as, settings):
     settings.OUTBOX_UNDO_SECONDS = 10
     message = create(account)
-    OutgoingMessage.objects.filter(pk=message.pk).update(state=State.SENDING)
+    OutgoingMessage.objects.filter(pk=message.pk).update(state=State.SENDING, body_sent=True)
     response = api_as(account.owner).post(f"/api/v1/mail/outbox/{message.pk}/cancel/")
     assert response.status_code == 409
     assert "being sent" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_message_cancelled_while_waiting_its_turn_in_a_batch_is_not_sent(
+    account, smtp, no_undo, monkeypatch
+):
+    messages = [create(account, subject=f"n{n}") for n in range(4)]
+    record = outbox._record
+
+    def cancel_the_third_while_the_first_goes_out(outcomes, *, token, handover):
+        if handover == messages[0].pk:
+            assert reload(messages[2]).state == State.SENDING  # claimed with the batch
+            assert outbox.outbox_cancel(message=messages[2]).state == State.CANCELLED
+        return record(outcomes, token=token, handover=handover)
+
+    monkeypatch.setattr(outbox, "_record", cancel_the_third_while_the_first_goes_out)
+    assert outbox.outbox_send(message_id=messages[0].pk) == State.SENT
+    time.sleep(0.3)
+    assert sorted(message_ids(smtp)) == sorted(messages[n].message_id for n in (0, 1, 3))
+    assert reload(messages[2]).state == State.CANCELLED
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def message_ids(server):
+    return [message_from_bytes(m.data)["Message-ID"] for m in server.messages]
+
+
+@pytest.mark.django_db
+def test_a_batch_goes_over_one_connection_and_each_message_once(account, smtp, smtp_peers, no_undo):
+    messages = [create(account, to=[f"r{n}@example.org"], subject=f"n{n}") for n in range(30)]
+    assert outbox.outbox_send(message_id=messages[0].pk) == State.SENT
+    # Each task enqueued for the others finds its row taken (sent) and does nothing.
+    assert outbox.outbox_send(message_id=messages[7].pk) is None
+    assert len(smtp.wait_for_messages(30)) == 30
+    time.sleep(0.3)
+    assert sorted(message_ids(smtp)) == sorted(m.message_id for m in messages)
+    assert len(smtp_peers) == 30 and len(set(smtp_peers)) == 1
+    rows = OutgoingMessage.objects.filter(pk__in=[m.pk for m in messages])
+    assert {(r.state, r.attempts, r.body_sent) for r in rows} == {(State.SENT, 1, True)}
+    assert Contact.objects.filter(owner=account.owner, collected=True).count() == 30
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("code", "text", "state"),
+    [
+        (450, "4.2.1 Mailbox busy, try later", State.RETRYING),
+        (550, "5.1.1 No such user here", State.FAILED),
+    ],
+)
+def test_a_refusal_in_the_middle_of_a_batch_touches_only_that_message(
+    account, smtp, smtp_peers, no_undo, code, text, state
+):
+    smtp.refuse_recipient("carol@example.org", code, text)
+    recipients = ["r0@example.org", "r1@example.org", "carol@example.org", "r3@example.org"]
+    messages = [create(account, to=[address]) for address in recipients]
+    carol = messages[2]
+    outbox.outbox_send(message_id=messages[0].pk)
+    assert len(smtp.wait_for_messages(3)) == 3
+    assert len(set(smtp_peers)) == 1  # the same connection before and after the refusal
+    row = reload(carol)
+    assert row.state == state and f"{code} {text}" in row.last_error
+    assert row.refused == [{"address": "carol@example.org", "code": code, "reply": text}]
+    others = OutgoingMessage.objects.filter(pk__in=[m.pk for m in messages]).exclude(pk=carol.pk)
+    assert {(r.state, r.attempts) for r in others} == {(State.SENT, 1)}
+    # Only a 4xx comes back, once due, and is then delivered once; the others never again.
+    smtp.reset()
+    make_due(carol)
+    for message in messages:
+        outbox.outbox_send(message_id=message.pk)
+    time.sleep(0.3)
+    if state == State.RETRYING:
+        assert reload(carol).state == State.SENT and reload(carol).attempts == 2
+        assert message_ids(smtp) == [carol.message_id]
+    else:
+        assert reload(carol).state == State.FAILED and smtp.messages == []
+
+
+@pytest.mark.django_db
+def test_cancelled_and_scheduled_messages_of_the_account_stay_out_of_the_batch(
+    account, smtp, no_undo
+):
+    first, second = create(account, subject="one"), create(account, subject="two")
+    cancelled = create(account, subject="cancelled")
+    outbox.outbox_cancel(message=cancelled)
+    later = create(account, subject="later", send_at=timezone.now() + timedelta(hours=1))
+    failed = create(account, subject="failed")
+    OutgoingMessage.objects.filter(pk=failed.pk).update(state=State.FAILED)
+    assert outbox.outbox_send(message_id=second.pk) == State.SENT
+    time.sleep(0.3)
+    assert sorted(message_ids(smtp)) == sorted([first.message_id, second.message_id])
+    assert reload(cancelled).state == State.CANCELLED
+    assert reload(later).state == State.SCHEDULED and reload(later).attempts == 0
+    assert reload(failed).state == State.FAILED
+    # A task for a message that is not due (cancelled, scheduled) sends nothing.
+    assert outbox.outbox_send(message_id=cancelled.pk) is None
+    assert outbox.outbox_send(message_id=later.pk) is None
+    assert len(smtp.messages) == 2
+
+
+@pytest.mark.django_db
+def test_an_unreachable_server_puts_the_whole_batch_back_to_retrying(account, no_undo):
+    account.smtp_port = free_port()  # nothing listens there
+    account.save()
+    messages = [create(account, subject=f"n{n}") for n in range(3)]
+    assert outbox.outbox_send(message_id=messages[0].pk) == State.RETRYING
+    for message in messages:
+        row = reload(message)
+        assert row.state == State.RETRYING and row.attempts == 1
+        assert "Connecting to the SMTP server" in row.last_error
+
+
+@pytest.mark.django_db
+def test_a_worker_that_outlived_its_lease_does_not_send_what_the_sweeper_took_back(
+    account, smtp, smtp_peers, no_undo, monkeypatch
+):
+    first, second = create(account, subject="first"), create(account, subject="second")
+    record = outbox._record
+    swept: list[str] = []
+
+    def lease_runs_out_before_the_second_dot(outcomes, *, token, handover):
+        if handover == second.pk and not swept:  # as if this worker had stalled that long
+            OutgoingMessage.objects.filter(pk=second.pk).update(
+                lease_until=timezone.now() - timedelta(seconds=1)
+            )
+            assert outbox.outbox_sweep_stale() == 1
+            swept.append(reload(second).state)
+        return record(outcomes, token=token, handover=handover)
+
+    monkeypatch.setattr(outbox, "_record", lease_runs_out_before_the_second_dot)
+    # The old claim may not hand the second one over; the same run then claims it anew
+    # (the sweeper queued it again) and sends it once.
+    assert outbox.outbox_send(message_id=first.pk) == State.SENT
+    assert swept == [State.QUEUED]
+    row = reload(second)
+    assert row.state == State.SENT and row.attempts == 2
+    time.sleep(0.3)
+    assert sorted(message_ids(smtp)) == sorted([first.message_id, second.message_id])
+    assert smtp_peers[0] != smtp_peers[1]  # the first connection was dropped mid-DATA
+
+
+@pytest.mark.django_db
+def test_the_sweeper_trusts_no_mark_of_a_claim_older_than_postgresql(account, settings):
+    settings.OUTBOX_UNDO_SECONDS = 3600
+    old, recent = create(account, subject="old"), create(account, subject="recent")
+    # A mark is committed without waiting for the disk: if PostgreSQL restarted since the
+    # claim, a missing mark proves nothing, so the row may have been delivered.
+    OutgoingMessage.objects.filter(pk__in=[old.pk, recent.pk]).update(
+        state=State.SENDING,
+        claim_token="dead-worker",
+        body_sent=False,
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
+    OutgoingMessage.objects.filter(pk=old.pk).update(
+        updated_at=timezone.now() - timedelta(days=365 * 30)
+    )
+    assert outbox.outbox_sweep_stale() == 2
+    assert reload(old).state == State.UNKNOWN
+    assert reload(recent).state == State.QUEUED
+
+
+# --------------------------------------------------------------------------- a killed worker
+
+# Runs the service in a process of its own and kills it (os._exit, as SIGKILL would: no
+# cleanup, no exception handler) at one point of the attempt.
+KILLER = """
+import os, sys, time
+import django
+
+django.setup()
+from mailcore import outbox
+from mailcore.protocols.smtp import SmtpSession
+
+message_id, where = int(sys.argv[1]), sys.argv[2]
+record = outbox._record
+
+
+def record_then_die(outcomes, *, token, handover):
+    if handover is not None and where == "before-mark":
+        os._exit(17)
+    written = record(outcomes, token=token, handover=handover)
+    if handover is not None and where == "before-dot":
+        os._exit(17)
+    return written
+
+
+def reply_never_read(self):
+    time.sleep(0.5)  # the dot is out; let the server take the message
+    os._exit(17)
+
+
+outbox._record = record_then_die
+SmtpSession._final_reply = reply_never_read
+outbox.outbox_send(message_id=message_id)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("where", "swept_to", "delivered"),
+    [
+        # Killed after the mail transaction began, before the hand-over mark: the server
+        # cannot have the message; it is queued again and then delivered once.
+        ("before-mark", State.QUEUED, 0),
+        # Killed with the mark committed, right before the final dot: nothing delivered,
+        # but the row cannot know -> unknown, never resent.
+        ("before-dot", State.UNKNOWN, 0),
+        # Killed after the dot, before the reply: delivered -> unknown, never resent.
+        ("after-dot", State.UNKNOWN, 1),
+    ],
+)
+def test_a_worker_killed_mid_attempt_never_causes_a_second_delivery(
+    account, smtp, dovecot, settings, tmp_path, where, swept_to, delivered
+):
+    settings.OUTBOX_UNDO_SECONDS = 3600  # no task: only the killed process sends
+    message = create(account)
+    make_due(message)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(message.pk), where],
+        env=processes.test_environment(tmp_path),
+        capture_output=True,
+        timeout=60,
+    )
+    assert killed.returncode == 17, killed.stderr.decode()[-2000:]
+    time.sleep(0.5)
+    row = reload(message)
+    assert row.state == State.SENDING and row.body_sent == (where != "before-mark")
+    assert len(smtp.messages) == delivered
+    OutgoingMessage.objects.filter(pk=message.pk).update(
+        lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert outbox.outbox_sweep_stale() == 1
+    assert reload(message).state == swept_to
+    if swept_to == State.UNKNOWN:
+        # Not in Sent (the peer does not file it): it stays unknown, for the user.
+        assert outbox.outbox_resolve_unknown(message=reload(message)) == State.UNKNOWN
+        assert outbox.outbox_send(message_id=message.pk) is None
+        assert outbox.outbox_dispatch_due() == 0
+    else:
+        assert outbox.outbox_send(message_id=message.pk) == State.SENT
+        delivered += 1
+    time.sleep(0.3)
+    assert len(smtp.messages) == delivered <= 1
 
 
 # --------------------------------------------------------------------------- the API
@@ -415,3 +682,20 @@ def test_sweeper_requeues_a_row_stuck_in_sending(account, smtp, celery_worker, s
     time.sleep(0.5)
     assert len(smtp.messages) == 1
     assert outbox.outbox_sweep_stale() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_sends_a_burst_once_each_with_one_sent_copy_each(
+    account, smtp, dovecot, celery_worker, no_undo
+):
+    messages = [create(account, to=[f"r{n}@example.org"], subject=f"n{n}") for n in range(40)]
+    for message in messages:
+        wait_state(message, State.SENT)
+    deadline = time.monotonic() + 20
+    while dovecot.message_count(account.username, "Sent") < 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert sorted(message_ids(smtp)) == sorted(m.message_id for m in messages)
+    assert dovecot.message_count(account.username, "Sent") == 40
+    rows = OutgoingMessage.objects.filter(pk__in=[m.pk for m in messages])
+    assert {(r.attempts, r.sent_copy_saved, r.sent_copy_error) for r in rows} == {(1, True, "")}

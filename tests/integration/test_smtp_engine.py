@@ -448,6 +448,34 @@ def test_no_reply_after_the_final_dot_is_an_unknown_outcome(plain, fault_proxy_f
     assert len(plain.wait_for_messages(1)) == 1
 
 
+@pytest.mark.parametrize("raw", [message(), big_message(300_000)], ids=["small", "big"])
+def test_a_failing_before_dot_hook_keeps_the_dot_and_the_message_back(
+    plain, fault_proxy_factory, raw
+):
+    proxy = fault_proxy_factory(HOST, plain.port)
+    calls: list[str] = []
+
+    def failing() -> None:
+        calls.append("failing")
+        raise RuntimeError("could not record the hand-over")
+
+    with SmtpSession(plain_config(proxy.port)) as session:
+        with pytest.raises(RuntimeError, match="could not record"):
+            session.send(raw, mail_from=SENDER, recipients=["bob@example.org"], before_dot=failing)
+        assert not session.connected  # dropped mid-DATA: the server discards the message
+        time.sleep(0.3)
+        assert plain.messages == []
+        session.send(
+            raw,
+            mail_from=SENDER,
+            recipients=["bob@example.org"],
+            before_dot=lambda: calls.append(f"ok with {len(plain.messages)} delivered"),
+        )
+    assert calls == ["failing", "ok with 0 delivered"]
+    assert [m.data for m in plain.wait_for_messages(1)] == [raw]
+    assert proxy.connections == 2
+
+
 # --------------------------------------------------------------------------- content
 
 
