@@ -347,7 +347,8 @@ class OutgoingMessage(models.Model):
     # The claim of the worker sending it: a lease, and a token so only that worker finishes it.
     lease_until = models.DateTimeField(null=True, blank=True)
     claim_token = models.CharField(max_length=32, blank=True)
-    body_sent = models.BooleanField(default=False)  # this attempt handed over the whole body
+    # Committed right before the final dot: when true the message may have been delivered.
+    body_sent = models.BooleanField(default=False)
     accepted = models.JSONField(default=list, blank=True)
     refused = models.JSONField(default=list, blank=True)  # [{address, code, reply}]
     reply = models.TextField(blank=True)  # the server's reply to the final dot
