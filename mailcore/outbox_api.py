@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from mailcore import outbox, people, selectors
 from mailcore.api import MailErrorsMixin, int_param
 from mailcore.models import OutgoingMessage, Upload
+from mailcore.outgoing_html import outgoing_html_sanitize
 from mailcore.protocols.compose import AddressError, HeaderInjection
 from mailcore.serializers import (
     ContactGroupSerializer,
@@ -103,7 +104,7 @@ class OutboxViewSet(
             bcc=data.get("bcc") or [],
             subject=data.get("subject", ""),
             text=data.get("text", ""),
-            html=data.get("html") or None,
+            html=outgoing_html_sanitize(html=data.get("html")),
             uploads=uploads,
             in_reply_to=data.get("in_reply_to") or None,
             send_at=data.get("send_at"),

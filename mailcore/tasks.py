@@ -44,3 +44,24 @@ def outbox_sweep_stale() -> int:
     from mailcore import outbox
 
     return outbox.outbox_sweep_stale()
+
+
+# Drafts (mailcore/drafts.py): the server copy follows the row; a lost connection retries.
+
+
+@shared_task(
+    autoretry_for=(ImapConnectionError,), retry_backoff=10, retry_backoff_max=300, max_retries=8
+)
+def draft_push(draft_id: int) -> int:
+    from mailcore import drafts
+
+    return drafts.draft_push(draft_id=draft_id)
+
+
+@shared_task(
+    autoretry_for=(ImapConnectionError,), retry_backoff=10, retry_backoff_max=300, max_retries=8
+)
+def draft_copies_remove(account_id: int, message_id: str) -> int:
+    from mailcore import drafts
+
+    return drafts.draft_copies_remove(account_id=account_id, message_id=message_id)
