@@ -57,6 +57,10 @@ def _parsed(captured):
     return message_from_bytes(captured.data, policy=policy.default)
 
 
+def _plain(parsed) -> str:
+    return parsed.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
 def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
     page, screenshot, alice, account, smtp, celery_worker
 ):
@@ -70,9 +74,12 @@ def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
     to.fill("carol@example.org,")
     expect(_tokens(page, "to")).to_have_count(2)
     page.locator("#compose-subject").fill("Lunch on Friday")
-    page.locator("#compose-text").fill("Shall we meet at noon?\nAlice")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("Shall we meet at noon?")
+    page.keyboard.press("Enter")
+    page.keyboard.type("Alice")
     screenshot("compose-filled")
-    page.locator("#compose-text").press("Control+Enter")
+    page.keyboard.press("Control+Enter")
     expect(page.locator("#compose-dialog")).to_be_hidden()
     expect(page.locator(".compose-toast")).to_contain_text("Sending…")
     expect(page.locator(".compose-toast button", has_text="Undo")).to_be_visible()
@@ -83,7 +90,8 @@ def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
     parsed = _parsed(captured)
     assert parsed["Subject"] == "Lunch on Friday"
     assert "Alice Liddell" in parsed["From"]
-    assert "Shall we meet at noon?" in parsed.get_body(("plain",)).get_content()
+    assert "Shall we meet at noon?\nAlice" in _plain(parsed)
+    assert "<div>Shall we meet at noon?</div>" in parsed.get_body(("html",)).get_content()
 
     page.goto("/mail/outbox/")
     row = page.locator("#outbox-rows tr", has_text="Lunch on Friday")
@@ -158,8 +166,9 @@ def test_undo_cancels_and_nothing_reaches_the_server(page, alice, account, smtp,
     _open_compose(page)
     page.locator("#compose-to-input").fill("bob@example.org")
     page.locator("#compose-subject").fill("Oops, not yet")
-    page.locator("#compose-text").fill("Draft text.")
-    page.locator("#compose-text").press("Control+Enter")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("Draft text.")
+    page.keyboard.press("Control+Enter")
     page.locator(".compose-toast button", has_text="Undo").click()
     expect(page.locator(".toast", has_text="Sending cancelled")).to_be_visible()
     # The message is back in the editor.
@@ -226,10 +235,20 @@ def test_reply_prefills_from_the_open_message_and_threads(
     assert _tokens(page, "to").first.get_attribute("data-value") == (
         "Carol Sender <carol@example.org>"
     )
-    body = page.locator("#compose-text").input_value()
-    assert re.search(r"On .+, Carol Sender wrote:\n> Are you coming\?\n>> earlier line", body)
-    page.locator("#compose-text").press("Control+Enter")
+    # Rich mode quotes the original in a blockquote (one level deeper for its own quote).
+    quote = page.locator("#compose-rich > blockquote")
+    expect(quote).to_contain_text("Are you coming?")
+    expect(quote.locator("blockquote")).to_have_text("earlier line")
+    expect(page.locator("#compose-rich")).to_contain_text("Carol Sender wrote:")
+    page.keyboard.type("Yes, see you there.")
+    page.keyboard.press("Control+Enter")
     [captured] = smtp.wait_for_messages(1, timeout=40)
     parsed = _parsed(captured)
     assert parsed["In-Reply-To"] == "<plans-1@example.org>"
     assert parsed["Subject"] == "Re: Plans"
+    text = _plain(parsed)
+    assert re.search(
+        r"^Yes, see you there\.\n\nOn .+, Carol Sender wrote:\n> Are you coming\?\n>> earlier line",
+        text,
+    )
+    assert '<blockquote type="cite"' in parsed.get_body(("html",)).get_content()
