@@ -726,7 +726,7 @@
             "button",
             { type: "button", class: "compose-draft-item" + (current ? " current" : ""), "data-draft": String(saved.id), "aria-current": current ? "true" : false },
             el("span", { class: "compose-draft-subject", text: saved.subject || "(no subject)" }),
-            el("span", { class: "compose-draft-detail muted", text: `${who} · ${formatWhen(saved.updated_at)}` })
+            el("span", { class: "compose-draft-detail muted", text: `${who} · ${new Date(saved.updated_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}` })
           )
         );
       });

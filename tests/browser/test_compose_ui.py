@@ -13,8 +13,9 @@ import pytest
 from playwright.sync_api import expect
 
 from mailcore import people
-from mailcore.models import OutgoingMessage
+from mailcore.models import Draft, OutgoingMessage
 from tests.browser.test_mail_ui import _log_in, sync
+from tests.integration.test_drafts import server_drafts, wait_for
 from tests.mailfactory import make_message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -252,3 +253,104 @@ def test_reply_prefills_from_the_open_message_and_threads(
         text,
     )
     assert '<blockquote type="cite"' in parsed.get_body(("html",)).get_content()
+
+
+def test_a_draft_is_saved_while_typing_resumed_and_gone_once_sent(
+    page, screenshot, alice, account, smtp, celery_worker
+):
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-to-input").fill("bob@example.org,")
+    page.locator("#compose-subject").fill("Weekend")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("First thoughts")
+    saved = page.locator("#compose-saved")
+    expect(saved).to_have_text(re.compile(r"^Saved \d{1,2}:\d{2}"), timeout=10_000)
+    screenshot("compose-draft-saved")
+    draft = Draft.objects.get(owner=alice)
+    assert draft.subject == "Weekend" and draft.to == ["bob@example.org"]
+    wait_for(lambda: [c for c in server_drafts(account) if c[2]["Subject"] == "Weekend"])
+
+    page.keyboard.type(", and second ones")
+    page.keyboard.press("Escape")  # closing saves what the timer has not saved yet
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    wait_for(lambda: "second ones" in Draft.objects.get(pk=draft.pk).text, what="the save")
+    wait_for(
+        lambda: [
+            c
+            for c in server_drafts(account)
+            if "second ones" in c[2].get_body(("plain",)).get_content()
+        ],
+        what="the new copy",
+    )
+    assert len(server_drafts(account)) == 1
+
+    _open_compose(page)
+    expect(page.locator("#compose-subject")).to_have_value("")
+    page.locator("#compose-drafts-toggle").click()
+    item = page.locator("#compose-drafts-list [data-draft]", has_text="Weekend")
+    expect(item).to_contain_text("bob@example.org")
+    screenshot("compose-drafts-list")
+    item.click()
+    expect(page.locator("#compose-subject")).to_have_value("Weekend")
+    expect(_tokens(page, "to")).to_have_count(1)
+    expect(page.locator("#compose-rich")).to_have_text("First thoughts, and second ones")
+    expect(saved).to_have_text(re.compile(r"^Saved "))
+    page.locator("#compose-send").click()
+    expect(page.locator(".compose-toast")).to_be_visible()
+    [captured] = smtp.wait_for_messages(1, timeout=40)
+    assert "First thoughts, and second ones" in _plain(_parsed(captured))
+    assert not Draft.objects.filter(owner=alice).exists()
+    wait_for(lambda: not server_drafts(account), what="the server copy to go")
+
+
+def test_discarding_a_draft_deletes_it(page, alice, account, celery_worker):
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-subject").fill("Never mind")
+    expect(page.locator("#compose-saved")).to_have_text(re.compile("^Saved"), timeout=10_000)
+    assert Draft.objects.filter(owner=alice).count() == 1
+    page.locator("#compose-discard").click()
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    wait_for(lambda: not Draft.objects.filter(owner=alice).exists(), what="the deletion")
+    wait_for(lambda: not server_drafts(account), what="the server copy to go")
+
+
+def test_a_message_that_fails_shows_a_notice_on_any_page_and_a_badge(
+    page, screenshot, alice, account, smtp, celery_worker
+):
+    smtp.fail_next("DATA", 550, "5.7.1 Message refused by policy")
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-to-input").fill("bob@example.org,")
+    page.locator("#compose-subject").fill("Doomed")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("This will bounce.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator(".compose-toast")).to_be_visible()
+    page.goto("/settings/")  # the notice comes to whatever page is open
+    expect(page.locator(".topbar .connection")).to_have_attribute("data-state", "open")
+    notice = page.locator(".notice.failed")
+    expect(notice).to_be_visible(timeout=40_000)
+    expect(notice).to_contain_text("Your message could not be delivered")
+    expect(notice).to_contain_text("“Doomed” to bob@example.org")
+    expect(notice).to_contain_text("550 5.7.1 Message refused by policy")
+    expect(notice.get_by_role("link", name="Open the outbox")).to_have_attribute(
+        "href", "/mail/outbox/"
+    )
+    badge = page.locator("#nav-failed")
+    expect(badge).to_have_text("1")
+    expect(badge).to_have_attribute("href", "/mail/outbox/")
+    screenshot("failure-notice")
+    assert OutgoingMessage.objects.get(owner=alice, subject="Doomed").state == "failed"
+
+    page.goto("/files/")  # persistent: still there on the next page, the count from the API
+    expect(notice).to_contain_text("550 5.7.1 Message refused by policy")
+    expect(badge).to_have_text("1")
+    notice.get_by_role("button", name="Dismiss").click()
+    expect(notice).to_have_count(0)
+    page.reload()
+    expect(badge).to_have_text("1")  # the message is still failed: the outbox says so
+    expect(page.locator(".notice")).to_have_count(0)
+    badge.click()
+    expect(page.locator("#outbox-rows tr", has_text="Doomed")).to_contain_text("failed")
