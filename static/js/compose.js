@@ -1102,7 +1102,30 @@
         toast(error.status === 409 ? "Too late to cancel: the message is already being sent." : error.message, "failed");
       }
     });
-    void page;
+    showDrafts(page);
+  }
+
+  // The outbox page lists the saved drafts too, each a link that resumes it on the mail page.
+  async function showDrafts(page) {
+    let list = [];
+    try {
+      list = results(await api("mail/drafts/?page_size=50"));
+    } catch (error) {
+      return;
+    }
+    if (!list.length) return;
+    const back = page.querySelector(".outbox-head a[href]");
+    const mailUrl = back ? back.getAttribute("href") : "/mail/";
+    const items = list.map((saved) =>
+      el(
+        "li",
+        { class: "outbox-draft" },
+        el("a", { href: `${mailUrl}?draft=${saved.id}`, text: saved.subject || "(no subject)" }),
+        el("span", { class: "muted", text: ` · ${[...saved.to, ...saved.cc, ...saved.bcc].join(", ") || "no recipients yet"} · saved ${formatWhen(saved.updated_at)}` })
+      )
+    );
+    const card = el("section", { class: "card outbox-drafts", id: "outbox-drafts", "aria-labelledby": "outbox-drafts-title" }, el("h2", { id: "outbox-drafts-title", text: "Drafts" }), el("ul", {}, ...items));
+    page.querySelector(".outbox-card").before(card);
   }
 
   function start() {

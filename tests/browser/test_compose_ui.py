@@ -304,12 +304,21 @@ def test_a_draft_is_saved_while_typing_resumed_and_gone_once_sent(
     wait_for(lambda: not server_drafts(account), what="the server copy to go")
 
 
-def test_discarding_a_draft_deletes_it(page, alice, account, celery_worker):
+def test_a_draft_opens_from_the_outbox_page_and_discarding_deletes_it(
+    page, screenshot, alice, account, celery_worker
+):
     _log_in(page)
     _open_compose(page)
     page.locator("#compose-subject").fill("Never mind")
     expect(page.locator("#compose-saved")).to_have_text(re.compile("^Saved"), timeout=10_000)
-    assert Draft.objects.filter(owner=alice).count() == 1
+    [draft] = Draft.objects.filter(owner=alice)
+    page.goto("/mail/outbox/")
+    link = page.locator("#outbox-drafts a", has_text="Never mind")
+    expect(link).to_have_attribute("href", f"/mail/?draft={draft.pk}")
+    screenshot("outbox-drafts")
+    link.click()
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    expect(page.locator("#compose-subject")).to_have_value("Never mind")
     page.locator("#compose-discard").click()
     expect(page.locator("#compose-dialog")).to_be_hidden()
     wait_for(lambda: not Draft.objects.filter(owner=alice).exists(), what="the deletion")

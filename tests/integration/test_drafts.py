@@ -42,10 +42,15 @@ def server_drafts(account) -> list[tuple[int, frozenset[str], object]]:
         session.select(paths[0], readonly=True)
         uids = session.uids()
         flags = {s.uid: s.flags for s in session.fetch_summaries(uids)} if uids else {}
-        raw = {uid: session.fetch_raw(uid) for uid in uids}
+        raw = {}
+        for uid in uids:
+            try:
+                raw[uid] = session.fetch_raw(uid)
+            except imap.ImapCommandError:
+                continue  # expunged meanwhile by the worker
     return [
-        (uid, frozenset(flags[uid]), message_from_bytes(raw[uid], policy=policy.default))
-        for uid in uids
+        (uid, frozenset(flags[uid]), message_from_bytes(data, policy=policy.default))
+        for uid, data in raw.items()
     ]
 
 
