@@ -71,7 +71,8 @@ def test_toolbar_shortcuts_and_links_make_html_that_arrives_sanitized(
     page.locator("#compose-to-input").fill("bob@example.org,")
     page.locator("#compose-subject").fill("Formatted")
     rich = page.locator("#compose-rich")
-    rich.click()
+    page.locator("#compose-subject").press("Tab")  # the body comes next, the toolbar after it
+    expect(rich).to_be_focused()
     page.keyboard.type("Hello ")
     page.keyboard.press("Control+b")
     page.keyboard.type("bold")
@@ -181,3 +182,18 @@ def test_plain_text_switch_converts_both_ways_and_sends_text_only(
     page.locator("#compose-button").click()
     expect(page.locator("#compose-text")).to_be_visible()
     expect(page.locator("#compose-plain")).to_have_attribute("aria-pressed", "true")
+
+
+def test_the_toolbar_fits_a_phone(page, screenshot, alice, account):  # noqa: F811
+    page.set_viewport_size({"width": 390, "height": 844})
+    _log_in(page)
+    _open(page)
+    page.locator("#compose-rich").click()
+    page.keyboard.type("Short note from the phone.")
+    toolbar = page.locator("#compose-toolbar").bounding_box()
+    plain = page.locator("#compose-plain").bounding_box()
+    assert toolbar["x"] >= 0 and toolbar["x"] + toolbar["width"] <= 390
+    assert plain["x"] + plain["width"] <= 390
+    bold = page.locator('#compose-toolbar [aria-label="Bold"]').bounding_box()
+    assert abs(plain["y"] - bold["y"]) < 6  # one row
+    screenshot("compose-phone")
