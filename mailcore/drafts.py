@@ -205,6 +205,11 @@ def _drafts_folder(session: imap.ImapSession) -> str:
     return "Drafts"
 
 
+class DraftBusy(Exception):
+    """Another worker holds the push claim while a push is due: try again after its lease
+    (it goes round again itself; if it died, its lease runs out)."""
+
+
 def _claim(draft_id: int, token: str) -> bool:
     now = timezone.now()
     return bool(
@@ -217,8 +222,8 @@ def _claim(draft_id: int, token: str) -> bool:
 def draft_push(*, draft_id: int) -> int:
     """Bring the server copy up to the row's latest revision; returns the pushes made.
 
-    Nothing to do (the copy is current, or another worker holds the claim and will go
-    round again) returns 0. IMAP errors are recorded in ``server_error`` and raised."""
+    Nothing to do returns 0; DraftBusy when another worker holds the claim and a push is
+    due. IMAP errors are recorded in ``server_error`` and raised."""
     token = secrets.token_hex(16)
     pushes = 0
     while _claim(draft_id, token):
@@ -232,6 +237,9 @@ def draft_push(*, draft_id: int) -> int:
             Draft.objects.filter(pk=draft_id, push_token=token).update(
                 push_token="", push_lease_until=None
             )
+    due = Draft.objects.filter(pk=draft_id, server_revision__lt=F("revision"))
+    if due.exclude(push_token="").exists():
+        raise DraftBusy(f"Draft {draft_id} is being pushed by another worker.")
     return pushes
 
 

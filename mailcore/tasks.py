@@ -50,12 +50,19 @@ def outbox_sweep_stale() -> int:
 
 
 @shared_task(
-    autoretry_for=(ImapConnectionError,), retry_backoff=10, retry_backoff_max=300, max_retries=8
+    bind=True,
+    autoretry_for=(ImapConnectionError,),
+    retry_backoff=10,
+    retry_backoff_max=300,
+    max_retries=8,
 )
-def draft_push(draft_id: int) -> int:
+def draft_push(self, draft_id: int) -> int:
     from mailcore import drafts
 
-    return drafts.draft_push(draft_id=draft_id)
+    try:
+        return drafts.draft_push(draft_id=draft_id)
+    except drafts.DraftBusy as exc:  # a pusher that died keeps its claim until its lease ends
+        raise self.retry(countdown=drafts.PUSH_LEASE.total_seconds()) from exc
 
 
 @shared_task(

@@ -217,3 +217,28 @@ def test_the_list_finds_a_draft_by_its_message_id(api_as, alice, account):
     assert [d["subject"] for d in client.get(URL).json()["results"]] == ["Two", "One"]
     found = client.get(URL, {"message_id": first.message_id}).json()["results"]
     assert [d["id"] for d in found] == [first.pk]
+
+
+def test_a_claim_left_by_a_dead_pusher_holds_until_its_lease_ends(alice, account):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # Made directly (no push enqueued), as if a worker had claimed it and died.
+    draft = Draft.objects.create(
+        owner=alice,
+        account=account,
+        subject="Orphaned",
+        text="still here",
+        message_id="<orphan-1@example.org>",
+        push_token="dead-worker",
+        push_lease_until=timezone.now() + timedelta(minutes=1),
+    )
+    with pytest.raises(drafts.DraftBusy):
+        drafts.draft_push(draft_id=draft.pk)
+    assert server_drafts(account) == []
+    Draft.objects.filter(pk=draft.pk).update(push_lease_until=timezone.now() - timedelta(seconds=1))
+    assert drafts.draft_push(draft_id=draft.pk) == 1
+    [(uid, _, message)] = server_drafts(account)
+    assert message["Subject"] == "Orphaned"
+    assert Draft.objects.get(pk=draft.pk).server_uid == uid
