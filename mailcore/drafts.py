@@ -31,7 +31,7 @@ from django.utils import timezone
 from mailcore.models import Draft, Identity, MailAccount, Upload
 from mailcore.outgoing_html import outgoing_html_sanitize
 from mailcore.protocols import imap
-from mailcore.protocols.compose import guess_content_type, make_message_id
+from mailcore.protocols.compose import guess_content_type, html_to_text, make_message_id
 from mailcore.sync import imap_config
 
 PUSH_LEASE = timedelta(minutes=2)
@@ -173,7 +173,7 @@ def draft_message(draft: Draft) -> bytes:
     msg.set_raw("Message-ID", draft.message_id)
     if draft.in_reply_to:
         msg.set_raw("In-Reply-To", _encoded(draft.in_reply_to))
-    msg.set_content(draft.text or "")
+    msg.set_content(draft.text or (html_to_text(draft.html) if draft.html else ""))
     if draft.html:
         msg.add_alternative(draft.html, subtype="html")
     uploads = Upload.objects.filter(owner_id=draft.owner_id, pk__in=draft.attachments)

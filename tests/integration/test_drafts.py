@@ -118,7 +118,7 @@ def test_a_burst_of_saves_leaves_exactly_one_copy_with_the_latest_content(
 def test_a_stray_copy_from_a_push_that_died_is_removed_by_the_next_one(
     alice, account, celery_worker
 ):
-    draft = drafts.draft_create(owner=alice, account=account, subject="First", text="one")
+    draft = drafts.draft_create(owner=alice, account=account, subject="First", html="<p>one</p>")
     wait_saved(draft.pk)
     # A push that appended and died before recording its uid leaves a copy the row does not
     # know about; it carries the draft's Message-ID.
@@ -129,6 +129,8 @@ def test_a_stray_copy_from_a_push_that_died_is_removed_by_the_next_one(
     wait_saved(draft.pk)
     [(_, _, message)] = server_drafts(account)
     assert message["Subject"] == "Second"
+    # An html-only draft (an API client's) gets a text part derived from it.
+    assert message.get_body(("plain",)).get_content().strip() == "one"
     assert drafts.draft_push(draft_id=draft.pk) == 0  # up to date: nothing to do
 
 
