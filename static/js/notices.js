@@ -2,10 +2,13 @@
 // event with state "failed", from static/js/events.js), a notice says so with the server's
 // words and a link to the outbox, until it is dismissed (it survives page loads: kept in
 // localStorage); and a badge next to Mail counts the failed messages (first from the API).
+// A failure that happened while no page was open is announced on the next page load: the
+// ids of the failed messages already known are kept too (the first visit just learns them).
 (function () {
   "use strict";
 
   const STORE_KEY = "satchel.notices.failed";
+  const KNOWN_KEY = "satchel.notices.known";
   const script = document.currentScript;
   const OUTBOX_URL = (script && script.dataset.outboxUrl) || "/mail/outbox/";
   const OUTBOX_API = (script && script.dataset.outboxApi) || "/api/v1/mail/outbox/";
@@ -24,21 +27,29 @@
     return node;
   }
 
-  function stored() {
+  function read(key) {
     try {
-      const value = JSON.parse(localStorage.getItem(STORE_KEY) || "[]");
-      return Array.isArray(value) ? value : [];
+      const value = JSON.parse(localStorage.getItem(key));
+      return Array.isArray(value) ? value : null;
     } catch (error) {
-      return [];
+      return null;
     }
   }
 
-  function store(list) {
+  function write(key, list) {
     try {
-      localStorage.setItem(STORE_KEY, JSON.stringify(list.slice(-20)));
+      localStorage.setItem(key, JSON.stringify(list));
     } catch (error) {
       /* private mode: notices last as long as the page */
     }
+  }
+
+  const stored = () => read(STORE_KEY) || [];
+  const store = (list) => write(STORE_KEY, list.slice(-20));
+
+  function learn(id) {
+    const known = read(KNOWN_KEY) || [];
+    if (!known.includes(id)) write(KNOWN_KEY, [...known, id].slice(-PAGE));
   }
 
   // The badge ---------------------------------------------------------------------------
@@ -74,9 +85,13 @@
     } catch (error) {
       return; // no count is better than a wrong one; events still update it
     }
-    (data.results || []).forEach((message) => failed.add(message.id));
+    const list = data.results || [];
+    list.forEach((message) => failed.add(message.id));
     more = Boolean(data.next);
     renderBadge();
+    const known = read(KNOWN_KEY);
+    if (known) list.filter((message) => !known.includes(message.id)).forEach((message) => announce(message, message));
+    write(KNOWN_KEY, list.map((message) => message.id));
   }
 
   // Notices -----------------------------------------------------------------------------
@@ -110,13 +125,16 @@
     box().append(node);
   }
 
-  async function announce(message) {
-    let full = message;
-    try {
-      full = await window.Satchel.api(`${OUTBOX_API}${message.id}/`, { quiet: true });
-    } catch (error) {
-      /* the event's own fields are enough */
+  async function announce(message, known) {
+    let full = known || message;
+    if (!known) {
+      try {
+        full = await window.Satchel.api(`${OUTBOX_API}${message.id}/`, { quiet: true });
+      } catch (error) {
+        /* the event's own fields are enough */
+      }
     }
+    learn(message.id);
     const people = [...(full.to || []), ...(full.cc || []), ...(full.bcc || [])].map((p) => (typeof p === "string" ? p : p.email || p.name));
     const notice = { id: message.id, subject: full.subject || "", to: people.join(", "), reason: message.last_error || full.last_error || "" };
     store([...stored().filter((n) => n.id !== notice.id), notice]);

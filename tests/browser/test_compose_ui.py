@@ -7,12 +7,14 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
 
 import pytest
+from django.db import connection
 from playwright.sync_api import expect
 
-from mailcore import people
+from mailcore import outbox, people
 from mailcore.models import Draft, OutgoingMessage
 from tests.browser.test_mail_ui import _log_in, sync
 from tests.integration.test_drafts import server_drafts, wait_for
@@ -361,5 +363,24 @@ def test_a_message_that_fails_shows_a_notice_on_any_page_and_a_badge(
     page.reload()
     expect(badge).to_have_text("1")  # the message is still failed: the outbox says so
     expect(page.locator(".notice")).to_have_count(0)
+
+    # A failure while no page listened is announced on the next page load.
+    def create():  # in a thread of its own: publishing refuses Playwright's event loop
+        try:
+            return outbox.outbox_create(
+                owner=alice, account=account, to=["carol@example.org"], subject="Also doomed"
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(create).result()
+    OutgoingMessage.objects.filter(pk=other.pk).update(
+        state="failed", next_attempt_at=None, last_error="550 5.1.1 carol: no such user"
+    )
+    page.reload()
+    expect(notice).to_contain_text("“Also doomed” to carol@example.org")
+    expect(notice).to_contain_text("550 5.1.1 carol: no such user")
+    expect(badge).to_have_text("2")
     badge.click()
-    expect(page.locator("#outbox-rows tr", has_text="Doomed")).to_contain_text("failed")
+    expect(page.locator("#outbox-rows tr", has_text="Doomed").first).to_contain_text("failed")
