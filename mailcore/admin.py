@@ -60,6 +60,7 @@ class MessageBodyAdmin(admin.ModelAdmin):
 from mailcore.models import (  # noqa: E402 — appended section
     Contact,
     ContactGroup,
+    Draft,
     Identity,
     OutgoingMessage,
     Upload,
@@ -111,4 +112,16 @@ class OutgoingMessageAdmin(admin.ModelAdmin):
         "first_attempt_at", "next_attempt_at", "last_error", "lease_until", "claim_token",
         "body_sent", "accepted", "refused", "reply", "sent_at", "sent_copy_saved",
         "sent_copy_error",
+    ]  # fmt: skip
+
+
+@admin.register(Draft)
+class DraftAdmin(admin.ModelAdmin):
+    list_display = ["subject", "owner", "account", "updated_at", "revision", "server_revision"]
+    search_fields = ["subject", "message_id", "owner__username"]
+    list_select_related = ["owner", "account"]
+    raw_id_fields = ["owner", "account", "identity"]
+    readonly_fields = [
+        "message_id", "revision", "server_revision", "server_mailbox", "server_uid",
+        "server_error", "push_token", "push_lease_until",
     ]  # fmt: skip

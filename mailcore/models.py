@@ -374,3 +374,48 @@ class OutgoingMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject or '(no subject)'} [{self.state}]"
+
+
+class Draft(models.Model):
+    """A message being written, saved while the user types (mailcore/drafts.py).
+
+    The row is the truth; a copy is kept in the account's Drafts folder on the IMAP server,
+    pushed after each save. ``revision`` counts saves, ``server_revision`` is the save the
+    server copy holds: they differ while a push is due. Every copy carries the draft's own
+    ``message_id``, so stray copies (a push that died before recording its uid) are found by
+    that header and removed with the next push or the deletion.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_drafts"
+    )
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="drafts")
+    identity = models.ForeignKey(
+        Identity, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    to = models.JSONField(default=list, blank=True)  # entries as typed: "Name <a@x>", a group
+    cc = models.JSONField(default=list, blank=True)
+    bcc = models.JSONField(default=list, blank=True)
+    subject = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True)  # sanitized; empty for a plain-text draft
+    attachments = ArrayField(models.BigIntegerField(), default=list, blank=True)  # Upload ids
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    message_id = models.CharField(max_length=998, editable=False)
+    revision = models.PositiveIntegerField(default=1)
+    server_revision = models.PositiveIntegerField(default=0)
+    server_mailbox = models.CharField(max_length=1000, blank=True)
+    server_uid = models.BigIntegerField(null=True, blank=True)
+    server_error = models.TextField(blank=True)
+    # The claim of the worker pushing the copy (one at a time per draft).
+    push_token = models.CharField(max_length=32, blank=True)
+    push_lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="draft_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"

@@ -18,6 +18,7 @@ from mailcore import forwarding, ftp_bridge, outbox, people, selectors
 from mailcore.api import MailErrorsMixin, int_param
 from mailcore.ftp_bridge_api import FtpFileSerializer, ftp_files
 from mailcore.models import OutgoingMessage, Upload
+from mailcore.outgoing_html import outgoing_html_sanitize
 from mailcore.protocols.compose import AddressError, HeaderInjection
 from mailcore.serializers import (
     ContactGroupSerializer,
@@ -58,6 +59,60 @@ class OutboxCreateSerializer(OutgoingMessageCreateSerializer):
     ftp_attachments = FtpFileSerializer(many=True, required=False, default=list)
 
 
+def outgoing_create(*, user, data: dict) -> OutgoingMessage:
+    """An outgoing message from the validated fields of OutboxCreateSerializer (the outbox
+    POST and a draft's send/): ids become the user's own objects, a reply gets its thread
+    headers, a forward its original, FTP files are fetched."""
+    account = selectors.account_get(user=user, account_id=data["account"])
+    identity = None
+    if data.get("identity"):
+        try:
+            identity = people.identity_list(user=user).get(pk=data["identity"])
+        except people.Identity.DoesNotExist:
+            raise ValidationError({"identity": "No such identity."}) from None
+    upload_ids = list(dict.fromkeys(data.get("attachments") or []))
+    uploads = list(Upload.objects.filter(owner=user, pk__in=upload_ids))
+    if len(uploads) != len(upload_ids):
+        raise ValidationError({"attachments": "No such upload."})
+    uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
+    in_reply_to, references = data.get("in_reply_to") or None, []
+    if data.get("reply_to_message"):
+        original = _original(user, data["reply_to_message"], "reply_to_message")
+        in_reply_to, references = forwarding.reply_headers(original=original)
+    forward_attachment = None
+    if data.get("forward_of"):
+        original = _original(user, data["forward_of"], "forward_of")
+        if data["forward_mode"] == "attachment":
+            forward_attachment = forwarding.forward_raw(original=original)
+    # Files from FTP sites and a forwarded message's attachments become uploads for this
+    # message only: gone once it is built.
+    sites = ftp_files(user=user, entries=data["ftp_attachments"])
+    temporary = ftp_bridge.uploads_create_from_ftp(owner=user, files=sites)
+    try:
+        if data.get("forward_of") and forward_attachment is None:
+            temporary += forwarding.forward_uploads(owner=user, original=original)
+        message = outbox.outbox_create(
+            owner=user,
+            account=account,
+            identity=identity,
+            to=data.get("to") or [],
+            cc=data.get("cc") or [],
+            bcc=data.get("bcc") or [],
+            subject=data.get("subject", ""),
+            text=data.get("text", ""),
+            html=outgoing_html_sanitize(html=data.get("html")),
+            uploads=uploads + temporary,
+            in_reply_to=in_reply_to,
+            references=references,
+            forward_attachment=forward_attachment,
+            send_at=data.get("send_at"),
+        )
+    finally:
+        for upload in temporary:
+            ftp_bridge.upload_discard(upload=upload)
+    return message
+
+
 class OutboxViewSet(
     PeopleErrorsMixin,
     FtpErrorsMixin,
@@ -86,55 +141,7 @@ class OutboxViewSet(
     def create(self, request):
         form = OutboxCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        data = form.validated_data
-        user = request.user
-        account = selectors.account_get(user=user, account_id=data["account"])
-        identity = None
-        if data.get("identity"):
-            try:
-                identity = people.identity_list(user=user).get(pk=data["identity"])
-            except people.Identity.DoesNotExist:
-                raise ValidationError({"identity": "No such identity."}) from None
-        upload_ids = list(dict.fromkeys(data.get("attachments") or []))
-        uploads = list(Upload.objects.filter(owner=user, pk__in=upload_ids))
-        if len(uploads) != len(upload_ids):
-            raise ValidationError({"attachments": "No such upload."})
-        uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
-        in_reply_to, references = data.get("in_reply_to") or None, []
-        if data.get("reply_to_message"):
-            original = _original(user, data["reply_to_message"], "reply_to_message")
-            in_reply_to, references = forwarding.reply_headers(original=original)
-        forward_attachment = None
-        if data.get("forward_of"):
-            original = _original(user, data["forward_of"], "forward_of")
-            if data["forward_mode"] == "attachment":
-                forward_attachment = forwarding.forward_raw(original=original)
-        # Files from FTP sites and a forwarded message's attachments become uploads for this
-        # message only: gone once it is built.
-        sites = ftp_files(user=user, entries=data["ftp_attachments"])
-        temporary = ftp_bridge.uploads_create_from_ftp(owner=user, files=sites)
-        try:
-            if data.get("forward_of") and forward_attachment is None:
-                temporary += forwarding.forward_uploads(owner=user, original=original)
-            message = outbox.outbox_create(
-                owner=user,
-                account=account,
-                identity=identity,
-                to=data.get("to") or [],
-                cc=data.get("cc") or [],
-                bcc=data.get("bcc") or [],
-                subject=data.get("subject", ""),
-                text=data.get("text", ""),
-                html=data.get("html") or None,
-                uploads=uploads + temporary,
-                in_reply_to=in_reply_to,
-                references=references,
-                forward_attachment=forward_attachment,
-                send_at=data.get("send_at"),
-            )
-        finally:
-            for upload in temporary:
-                ftp_bridge.upload_discard(upload=upload)
+        message = outgoing_create(user=request.user, data=form.validated_data)
         return Response(OutgoingMessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=OutgoingMessageSerializer)

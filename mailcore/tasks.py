@@ -57,3 +57,31 @@ def mail_attachment_save_to_ftp(job_id: int) -> None:
     from mailcore import ftp_bridge
 
     ftp_bridge.attachment_save_to_ftp(job_id=job_id)
+
+
+# Drafts (mailcore/drafts.py): the server copy follows the row; a lost connection retries.
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(ImapConnectionError,),
+    retry_backoff=10,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def draft_push(self, draft_id: int) -> int:
+    from mailcore import drafts
+
+    try:
+        return drafts.draft_push(draft_id=draft_id)
+    except drafts.DraftBusy as exc:  # a pusher that died keeps its claim until its lease ends
+        raise self.retry(countdown=drafts.PUSH_LEASE.total_seconds()) from exc
+
+
+@shared_task(
+    autoretry_for=(ImapConnectionError,), retry_backoff=10, retry_backoff_max=300, max_retries=8
+)
+def draft_copies_remove(account_id: int, message_id: str) -> int:
+    from mailcore import drafts
+
+    return drafts.draft_copies_remove(account_id=account_id, message_id=message_id)

@@ -8,6 +8,7 @@
 
   const API = "/api/v1/";
   const UNDO_SECONDS = 10;
+  const DRAFT_DELAY = 3000; // ms after the last change before the draft is saved
   const CANCELLABLE = new Set(["scheduled", "queued", "retrying"]);
   const $ = (id) => document.getElementById(id);
 
@@ -97,7 +98,9 @@
     const form = $("compose-form");
     const fromSelect = $("compose-from");
     const subject = $("compose-subject");
-    const text = $("compose-text");
+    // The draft being written: its id once saved, change counters, the save queue.
+    const draft = { id: null, changes: 0, saved: 0, timer: null, chain: Promise.resolve(), session: 0 };
+    const editor = window.Satchel.composeEditor($("compose-editor"), { onChange: () => markDirty() });
     const suggest = $("compose-suggest");
     const filesList = $("compose-files");
     const fileInput = $("compose-file");
@@ -136,12 +139,14 @@
       field.tokens.push(token);
       field.box.insertBefore(node, field.input);
       clearError(name);
+      markDirty();
     }
 
     function removeToken(name, token) {
       const field = fields[name];
       field.tokens = field.tokens.filter((t) => t !== token);
       token.node.remove();
+      markDirty();
     }
 
     function commitTyped(name) {
@@ -370,6 +375,7 @@
         else api(`uploads/${entry.id}/`, { method: "DELETE" }).catch(() => {});
         files = files.filter((f) => f !== entry);
         row.remove();
+        markDirty();
       });
       return entry;
     }
@@ -409,6 +415,7 @@
         }
         if (xhr.status === 201 && data) {
           uploadDone(entry, data);
+          markDirty();
         } else {
           failUpload(entry, status, (data && (data.detail || (data.file && data.file.join(" ")))) || `Upload failed (${xhr.status}).`);
         }
@@ -440,7 +447,10 @@
       try {
         const data = await api("uploads/from-ftp/", { method: "POST", body: { site: pick.site, path: pick.path } });
         if (removed) api(`uploads/${data.id}/`, { method: "DELETE" }).catch(() => {});
-        else uploadDone(entry, data);
+        else {
+          uploadDone(entry, data);
+          markDirty();
+        }
       } catch (error) {
         failUpload(entry, entry.status, error.message);
       }
@@ -541,6 +551,231 @@
       else if (!shown) showError("detail", error.message);
     }
 
+    // Drafts ----------------------------------------------------------------------------
+    // Saved DRAFT_DELAY after the last change, when the dialog closes and when the page goes
+    // away; one request at a time (a change made meanwhile is saved right after). The server
+    // keeps one copy in the account's Drafts folder (mailcore/drafts.py).
+
+    const savedStatus = $("compose-saved");
+    const draftsToggle = $("compose-drafts-toggle");
+    const draftsBox = $("compose-drafts");
+    const draftsList = $("compose-drafts-list");
+
+    function markDirty() {
+      draft.changes += 1;
+      clearTimeout(draft.timer);
+      draft.timer = setTimeout(saveDraft, DRAFT_DELAY);
+    }
+
+    // What the dialog holds now is saved (or was just filled in, and is not worth saving yet).
+    function settle() {
+      clearTimeout(draft.timer);
+      draft.saved = draft.changes;
+    }
+
+    function clockTime(iso) {
+      const date = iso ? new Date(iso) : new Date();
+      return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    }
+
+    function showSaved(text, failed) {
+      savedStatus.textContent = text;
+      savedStatus.classList.toggle("failed", Boolean(failed));
+    }
+
+    function draftPayload() {
+      const from = fromValue();
+      const body = editor.value();
+      const values = (name) => fields[name].tokens.map((t) => t.value);
+      return {
+        account: from.account,
+        identity: from.identity,
+        to: values("to"),
+        cc: values("cc"),
+        bcc: values("bcc"),
+        subject: subject.value,
+        text: body.text,
+        html: body.html || "",
+        attachments: files.filter((f) => f.done).map((f) => f.id),
+        in_reply_to: inReplyTo || "",
+      };
+    }
+
+    async function saveNow() {
+      const session = draft.session;
+      if (draft.changes === draft.saved) return;
+      if (!draft.id && isEmpty()) return settle();
+      const upto = draft.changes;
+      const payload = draftPayload();
+      if (!payload.account) return;
+      showSaved("Saving…");
+      try {
+        const saved = draft.id ? await api(`mail/drafts/${draft.id}/`, { method: "PUT", body: payload }) : await api("mail/drafts/", { method: "POST", body: payload });
+        if (session !== draft.session) return; // the dialog moved on (sent, discarded, reset)
+        draft.id = saved.id;
+        draft.saved = Math.max(draft.saved, upto);
+        showSaved(`Saved ${clockTime(saved.updated_at)}`);
+      } catch (error) {
+        if (session === draft.session) showSaved(`Not saved: ${error.message}`, true);
+      }
+    }
+
+    function saveDraft() {
+      clearTimeout(draft.timer);
+      draft.chain = draft.chain.then(saveNow, saveNow);
+      return draft.chain;
+    }
+
+    // The id of the draft once every save on its way has landed (null: there is none).
+    async function draftId() {
+      clearTimeout(draft.timer);
+      await draft.chain;
+      return draft.id;
+    }
+
+    function forgetDraft() {
+      draft.session += 1;
+      draft.id = null;
+      settle();
+      showSaved("");
+    }
+
+    window.addEventListener("pagehide", () => {
+      if (!dialog.open || draft.changes === draft.saved || (!draft.id && isEmpty())) return;
+      // The page is going away: a last save that outlives it (fetch keepalive).
+      fetch(API + (draft.id ? `mail/drafts/${draft.id}/` : "mail/drafts/"), {
+        method: draft.id ? "PUT" : "POST",
+        keepalive: true,
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
+        body: JSON.stringify(draftPayload()),
+      });
+    });
+
+    async function addUploads(ids) {
+      for (const id of ids) {
+        let upload;
+        try {
+          upload = await api(`uploads/${id}/`);
+        } catch (error) {
+          continue; // removed since: the next save drops it from the draft
+        }
+        uploadDone(fileEntry(upload.filename, upload.size, () => {}), upload);
+      }
+    }
+
+    async function addTokens(name, values) {
+      await loadPeople();
+      values.forEach((value) => {
+        const group = groups.find((g) => g.name.toLowerCase() === value.toLowerCase());
+        if (group) addToken(name, group.name, `${group.name} (${group.members.length})`, "group");
+        else addToken(name, value);
+      });
+    }
+
+    // Put a saved draft in the dialog.
+    async function resumeDraft(id) {
+      let saved;
+      try {
+        saved = await api(`mail/drafts/${id}/`);
+      } catch (error) {
+        toast(`Could not open the draft: ${error.message}`, "failed");
+        return;
+      }
+      if (draft.changes !== draft.saved) await saveDraft();
+      await loadIdentities();
+      reset();
+      fillFrom(saved.account);
+      if (saved.identity) fromSelect.value = `i:${saved.identity}:${saved.account}`;
+      for (const name of ["to", "cc", "bcc"]) await addTokens(name, saved[name] || []);
+      if ((saved.cc || []).length || (saved.bcc || []).length) showCc(false);
+      subject.value = saved.subject || "";
+      editor.setContent({ html: saved.html, text: saved.text });
+      inReplyTo = saved.in_reply_to || null;
+      $("compose-title").textContent = "Draft";
+      show();
+      await addUploads(saved.attachments || []);
+      draft.id = saved.id;
+      settle();
+      showSaved(`Saved ${clockTime(saved.updated_at)}`);
+      editor.focus();
+    }
+
+    // A draft in the Drafts folder: ours if we saved it (same Message-ID), else its contents.
+    async function resumeMessage(messageId) {
+      let message;
+      try {
+        message = await api(`mail/messages/${messageId}/`);
+      } catch (error) {
+        toast(`Could not open the draft: ${error.message}`, "failed");
+        return;
+      }
+      const found = message.message_id ? results(await api(`mail/drafts/?message_id=${encodeURIComponent(message.message_id)}`).catch(() => [])) : [];
+      if (found.length) return resumeDraft(found[0].id);
+      await loadIdentities();
+      reset();
+      fillFrom(message.account);
+      await addTokens("to", (message.to || []).map(mailbox));
+      await addTokens("cc", (message.cc || []).map(mailbox));
+      if ((message.cc || []).length) showCc(false);
+      subject.value = message.subject || "";
+      editor.setContent({ html: message.html, text: message.text });
+      $("compose-title").textContent = "Draft";
+      show();
+      markDirty(); // saved as one of ours from now on
+      editor.focus();
+    }
+
+    function closeDraftsList() {
+      draftsBox.hidden = true;
+      draftsToggle.setAttribute("aria-expanded", "false");
+    }
+
+    async function showDraftsList() {
+      let list = [];
+      try {
+        list = results(await api("mail/drafts/?page_size=20"));
+      } catch (error) {
+        toast(`Could not list the drafts: ${error.message}`, "failed");
+        return;
+      }
+      const items = list.map((saved) => {
+        const who = [...saved.to, ...saved.cc, ...saved.bcc].join(", ") || "No recipients";
+        const current = saved.id === draft.id;
+        return el(
+          "li",
+          {},
+          el(
+            "button",
+            { type: "button", class: "compose-draft-item" + (current ? " current" : ""), "data-draft": String(saved.id), "aria-current": current ? "true" : false },
+            el("span", { class: "compose-draft-subject", text: saved.subject || "(no subject)" }),
+            el("span", { class: "compose-draft-detail muted", text: `${who} · ${new Date(saved.updated_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}` })
+          )
+        );
+      });
+      draftsList.replaceChildren(...(items.length ? items : [el("li", { class: "muted compose-drafts-empty", text: "No saved drafts." })]));
+      draftsBox.hidden = false;
+      draftsToggle.setAttribute("aria-expanded", "true");
+      const first = draftsList.querySelector("button");
+      if (first) first.focus();
+    }
+
+    draftsToggle.addEventListener("click", () => (draftsBox.hidden ? showDraftsList() : closeDraftsList()));
+    draftsList.addEventListener("click", (event) => {
+      const item = event.target.closest("[data-draft]");
+      if (!item) return;
+      closeDraftsList();
+      if (Number(item.dataset.draft) !== draft.id) resumeDraft(Number(item.dataset.draft));
+    });
+    dialog.addEventListener("click", (event) => {
+      if (!draftsBox.hidden && !event.target.closest(".compose-drafts-wrap")) closeDraftsList();
+    });
+    subject.addEventListener("input", markDirty);
+    fromSelect.addEventListener("change", markDirty);
+    dialog.addEventListener("close", () => {
+      if (draft.changes !== draft.saved) saveDraft();
+    });
+
     // Open / reset ----------------------------------------------------------------------
 
     function reset() {
@@ -551,7 +786,7 @@
       dialog.querySelectorAll('[data-field="cc"], [data-field="bcc"]').forEach((row) => (row.hidden = true));
       $("compose-show-cc").hidden = false;
       subject.value = "";
-      text.value = "";
+      editor.clear();
       files.forEach((entry) => entry.done || entry.abort());
       files = [];
       filesList.replaceChildren();
@@ -561,10 +796,12 @@
       sendAt.value = "";
       clearErrors();
       closeSuggest();
+      closeDraftsList();
+      forgetDraft();
     }
 
     function isEmpty() {
-      return !Object.values(fields).some((f) => f.tokens.length || f.input.value.trim()) && !subject.value && !text.value.trim() && !files.length;
+      return !Object.values(fields).some((f) => f.tokens.length || f.input.value.trim()) && !subject.value && editor.isEmpty() && !files.length;
     }
 
     function show() {
@@ -577,6 +814,8 @@
       const action = (detail && detail.action) || "new";
       await loadIdentities();
       if (action === "new" && dialog.open) return fields.to.input.focus();
+      if (action === "draft") return detail.draft ? resumeDraft(detail.draft) : resumeMessage(detail.id);
+      if (draft.changes !== draft.saved) await saveDraft(); // what was there stays a draft
       if (action !== "new" || !isEmpty()) reset();
       fillFrom(detail && detail.account);
       $("compose-title").textContent = { new: "New message", reply: "Reply", replyAll: "Reply all", forward: "Forward" }[action] || "New message";
@@ -600,11 +839,11 @@
       if (identity) fromSelect.value = `i:${identity.id}:${identity.account}`;
       if (action === "forward") {
         subject.value = prefixed("Fwd", message.subject);
-        text.value = forwarded(message);
+        editor.setContent({ text: forwarded(message) });
         fields.to.input.focus();
       } else {
         subject.value = prefixed("Re", message.subject);
-        text.value = quote(message);
+        editor.setContent({ text: quote(message) });
         inReplyTo = message.message_id || null;
         const replyTo = header(message, "reply-to");
         if (replyTo) addToken("to", replyTo);
@@ -619,10 +858,9 @@
             cc.forEach((p) => addToken("cc", mailbox(p)));
           }
         }
-        text.focus();
-        text.setSelectionRange(0, 0);
-        text.scrollTop = 0;
+        editor.focus(true);
       }
+      settle(); // a reply nobody has typed in yet is not a draft
     }
 
     // Sending ---------------------------------------------------------------------------
@@ -665,7 +903,7 @@
         cc: values("cc"),
         bcc: values("bcc"),
         subject: subject.value,
-        text: text.value,
+        ...editor.value(),
         attachments: files.map((f) => f.id),
         in_reply_to: inReplyTo,
       };
@@ -682,7 +920,9 @@
       $("compose-send").disabled = true;
       let message;
       try {
-        message = await api("mail/outbox/", { method: "POST", body: payload });
+        // Sending a saved draft deletes it and its server copy, in the same transaction.
+        const id = await draftId();
+        message = await api(id ? `mail/drafts/${id}/send/` : "mail/outbox/", { method: "POST", body: payload });
       } catch (error) {
         showApiError(error);
         return;
@@ -692,10 +932,10 @@
         $("compose-send").disabled = false;
         $("compose-send").textContent = "Send";
       }
-      const draft = snapshot();
-      dialog.close();
+      const copy = snapshot();
       reset();
-      undoToast(message, draft, scheduled ? `Scheduled for ${formatWhen(message.send_at || payload.send_at)}.` : "Sending…");
+      dialog.close();
+      undoToast(message, copy, scheduled ? `Scheduled for ${formatWhen(message.send_at || payload.send_at)}.` : "Sending…");
     }
 
     function snapshot() {
@@ -705,26 +945,27 @@
         cc: fields.cc.tokens.map((t) => [t.value, t.node.textContent.replace(/×$/, "")]),
         bcc: fields.bcc.tokens.map((t) => [t.value, t.node.textContent.replace(/×$/, "")]),
         subject: subject.value,
-        text: text.value,
+        body: editor.value(),
         inReplyTo,
         title: $("compose-title").textContent,
       };
     }
 
-    function restore(draft) {
+    function restore(copy) {
       reset();
-      fromSelect.value = draft.from;
-      for (const name of ["to", "cc", "bcc"]) draft[name].forEach(([value, label]) => addToken(name, value, label));
-      if (draft.cc.length || draft.bcc.length) showCc(false);
-      subject.value = draft.subject;
-      text.value = draft.text;
-      inReplyTo = draft.inReplyTo;
-      $("compose-title").textContent = draft.title;
+      fromSelect.value = copy.from;
+      for (const name of ["to", "cc", "bcc"]) copy[name].forEach(([value, label]) => addToken(name, value, label));
+      if (copy.cc.length || copy.bcc.length) showCc(false);
+      subject.value = copy.subject;
+      editor.setContent(copy.body);
+      inReplyTo = copy.inReplyTo;
+      $("compose-title").textContent = copy.title;
       show();
-      text.focus();
+      editor.focus();
+      markDirty(); // a draft again, until it is sent
     }
 
-    function undoToast(message, draft, label) {
+    function undoToast(message, copy, label) {
       const box = $("toasts");
       if (!box) return;
       const undo = el("button", { type: "button", class: "link toast-undo", text: "Undo" });
@@ -744,7 +985,7 @@
         }
         item.remove();
         toast("Sending cancelled: the message is back in the editor.");
-        restore(draft);
+        restore(copy);
       });
     }
 
@@ -772,16 +1013,22 @@
       }
     });
     $("compose-close").addEventListener("click", () => dialog.close());
-    $("compose-discard").addEventListener("click", () => {
+    $("compose-discard").addEventListener("click", async () => {
+      const id = await draftId();
       files.forEach((entry) => entry.done && api(`uploads/${entry.id}/`, { method: "DELETE" }).catch(() => {}));
       reset();
       dialog.close();
+      if (id) api(`mail/drafts/${id}/`, { method: "DELETE" }).catch((error) => toast(`The draft could not be deleted: ${error.message}`, "failed"));
     });
     dialog.addEventListener("cancel", (event) => {
-      // Esc closes the suggestions first.
+      // Esc closes the suggestions (or the drafts list) first.
       if (!suggest.hidden) {
         event.preventDefault();
         closeSuggest();
+      } else if (!draftsBox.hidden) {
+        event.preventDefault();
+        closeDraftsList();
+        draftsToggle.focus();
       }
     });
 
@@ -793,6 +1040,10 @@
       const params = new URLSearchParams(location.search);
       return Number(params.get("account")) || null;
     }
+
+    // /mail/?draft=<id> opens that draft (links from elsewhere, e.g. the outbox page).
+    const linked = Number(new URLSearchParams(location.search).get("draft"));
+    if (linked) resumeDraft(linked);
   }
 
   // -------------------------------------------------------------------------------------
@@ -874,7 +1125,30 @@
         toast(error.status === 409 ? "Too late to cancel: the message is already being sent." : error.message, "failed");
       }
     });
-    void page;
+    showDrafts(page);
+  }
+
+  // The outbox page lists the saved drafts too, each a link that resumes it on the mail page.
+  async function showDrafts(page) {
+    let list = [];
+    try {
+      list = results(await api("mail/drafts/?page_size=50"));
+    } catch (error) {
+      return;
+    }
+    if (!list.length) return;
+    const back = page.querySelector(".outbox-head a[href]");
+    const mailUrl = back ? back.getAttribute("href") : "/mail/";
+    const items = list.map((saved) =>
+      el(
+        "li",
+        { class: "outbox-draft" },
+        el("a", { href: `${mailUrl}?draft=${saved.id}`, text: saved.subject || "(no subject)" }),
+        el("span", { class: "muted", text: ` · ${[...saved.to, ...saved.cc, ...saved.bcc].join(", ") || "no recipients yet"} · saved ${formatWhen(saved.updated_at)}` })
+      )
+    );
+    const card = el("section", { class: "card outbox-drafts", id: "outbox-drafts", "aria-labelledby": "outbox-drafts-title" }, el("h2", { id: "outbox-drafts-title", text: "Drafts" }), el("ul", {}, ...items));
+    page.querySelector(".outbox-card").before(card);
   }
 
   function start() {

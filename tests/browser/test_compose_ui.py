@@ -7,14 +7,17 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
 
 import pytest
+from django.db import connection
 from playwright.sync_api import expect
 
-from mailcore import people
-from mailcore.models import OutgoingMessage
+from mailcore import outbox, people
+from mailcore.models import Draft, OutgoingMessage
 from tests.browser.test_mail_ui import _log_in, sync
+from tests.integration.test_drafts import server_drafts, wait_for
 from tests.mailfactory import make_message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -57,6 +60,10 @@ def _parsed(captured):
     return message_from_bytes(captured.data, policy=policy.default)
 
 
+def _plain(parsed) -> str:
+    return parsed.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
 def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
     page, screenshot, alice, account, smtp, celery_worker
 ):
@@ -70,9 +77,12 @@ def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
     to.fill("carol@example.org,")
     expect(_tokens(page, "to")).to_have_count(2)
     page.locator("#compose-subject").fill("Lunch on Friday")
-    page.locator("#compose-text").fill("Shall we meet at noon?\nAlice")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("Shall we meet at noon?")
+    page.keyboard.press("Enter")
+    page.keyboard.type("Alice")
     screenshot("compose-filled")
-    page.locator("#compose-text").press("Control+Enter")
+    page.keyboard.press("Control+Enter")
     expect(page.locator("#compose-dialog")).to_be_hidden()
     expect(page.locator(".compose-toast")).to_contain_text("Sending…")
     expect(page.locator(".compose-toast button", has_text="Undo")).to_be_visible()
@@ -83,7 +93,8 @@ def test_compose_to_two_recipients_sends_and_the_outbox_shows_it(
     parsed = _parsed(captured)
     assert parsed["Subject"] == "Lunch on Friday"
     assert "Alice Liddell" in parsed["From"]
-    assert "Shall we meet at noon?" in parsed.get_body(("plain",)).get_content()
+    assert "Shall we meet at noon?\nAlice" in _plain(parsed)
+    assert "<div>Shall we meet at noon?</div>" in parsed.get_body(("html",)).get_content()
 
     page.goto("/mail/outbox/")
     row = page.locator("#outbox-rows tr", has_text="Lunch on Friday")
@@ -158,8 +169,9 @@ def test_undo_cancels_and_nothing_reaches_the_server(page, alice, account, smtp,
     _open_compose(page)
     page.locator("#compose-to-input").fill("bob@example.org")
     page.locator("#compose-subject").fill("Oops, not yet")
-    page.locator("#compose-text").fill("Draft text.")
-    page.locator("#compose-text").press("Control+Enter")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("Draft text.")
+    page.keyboard.press("Control+Enter")
     page.locator(".compose-toast button", has_text="Undo").click()
     expect(page.locator(".toast", has_text="Sending cancelled")).to_be_visible()
     # The message is back in the editor.
@@ -226,10 +238,149 @@ def test_reply_prefills_from_the_open_message_and_threads(
     assert _tokens(page, "to").first.get_attribute("data-value") == (
         "Carol Sender <carol@example.org>"
     )
-    body = page.locator("#compose-text").input_value()
-    assert re.search(r"On .+, Carol Sender wrote:\n> Are you coming\?\n>> earlier line", body)
-    page.locator("#compose-text").press("Control+Enter")
+    # Rich mode quotes the original in a blockquote (one level deeper for its own quote).
+    quote = page.locator("#compose-rich > blockquote")
+    expect(quote).to_contain_text("Are you coming?")
+    expect(quote.locator("blockquote")).to_have_text("earlier line")
+    expect(page.locator("#compose-rich")).to_contain_text("Carol Sender wrote:")
+    page.keyboard.type("Yes, see you there.")
+    page.keyboard.press("Control+Enter")
     [captured] = smtp.wait_for_messages(1, timeout=40)
     parsed = _parsed(captured)
     assert parsed["In-Reply-To"] == "<plans-1@example.org>"
     assert parsed["Subject"] == "Re: Plans"
+    text = _plain(parsed)
+    assert re.search(
+        r"^Yes, see you there\.\n\nOn .+, Carol Sender wrote:\n> Are you coming\?\n>> earlier line",
+        text,
+    )
+    assert '<blockquote type="cite"' in parsed.get_body(("html",)).get_content()
+
+
+def test_a_draft_is_saved_while_typing_resumed_and_gone_once_sent(
+    page, screenshot, alice, account, smtp, celery_worker
+):
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-to-input").fill("bob@example.org,")
+    page.locator("#compose-subject").fill("Weekend")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("First thoughts")
+    saved = page.locator("#compose-saved")
+    expect(saved).to_have_text(re.compile(r"^Saved \d{1,2}:\d{2}"), timeout=10_000)
+    screenshot("compose-draft-saved")
+    draft = Draft.objects.get(owner=alice)
+    assert draft.subject == "Weekend" and draft.to == ["bob@example.org"]
+    wait_for(lambda: [c for c in server_drafts(account) if c[2]["Subject"] == "Weekend"])
+
+    page.keyboard.type(", and second ones")
+    page.keyboard.press("Escape")  # closing saves what the timer has not saved yet
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    wait_for(lambda: "second ones" in Draft.objects.get(pk=draft.pk).text, what="the save")
+    wait_for(
+        lambda: [
+            c
+            for c in server_drafts(account)
+            if "second ones" in c[2].get_body(("plain",)).get_content()
+        ],
+        what="the new copy",
+    )
+    assert len(server_drafts(account)) == 1
+
+    _open_compose(page)
+    expect(page.locator("#compose-subject")).to_have_value("")
+    page.locator("#compose-drafts-toggle").click()
+    item = page.locator("#compose-drafts-list [data-draft]", has_text="Weekend")
+    expect(item).to_contain_text("bob@example.org")
+    screenshot("compose-drafts-list")
+    item.click()
+    expect(page.locator("#compose-subject")).to_have_value("Weekend")
+    expect(_tokens(page, "to")).to_have_count(1)
+    expect(page.locator("#compose-rich")).to_have_text("First thoughts, and second ones")
+    expect(saved).to_have_text(re.compile(r"^Saved "))
+    page.locator("#compose-send").click()
+    expect(page.locator(".compose-toast")).to_be_visible()
+    [captured] = smtp.wait_for_messages(1, timeout=40)
+    assert "First thoughts, and second ones" in _plain(_parsed(captured))
+    assert not Draft.objects.filter(owner=alice).exists()
+    wait_for(lambda: not server_drafts(account), what="the server copy to go")
+
+
+def test_a_draft_opens_from_the_outbox_page_and_discarding_deletes_it(
+    page, screenshot, alice, account, celery_worker
+):
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-subject").fill("Never mind")
+    expect(page.locator("#compose-saved")).to_have_text(re.compile("^Saved"), timeout=10_000)
+    [draft] = Draft.objects.filter(owner=alice)
+    page.goto("/mail/outbox/")
+    link = page.locator("#outbox-drafts a", has_text="Never mind")
+    expect(link).to_have_attribute("href", f"/mail/?draft={draft.pk}")
+    screenshot("outbox-drafts")
+    link.click()
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    expect(page.locator("#compose-subject")).to_have_value("Never mind")
+    page.locator("#compose-discard").click()
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    wait_for(lambda: not Draft.objects.filter(owner=alice).exists(), what="the deletion")
+    wait_for(lambda: not server_drafts(account), what="the server copy to go")
+
+
+def test_a_message_that_fails_shows_a_notice_on_any_page_and_a_badge(
+    page, screenshot, alice, account, smtp, celery_worker
+):
+    smtp.fail_next("DATA", 550, "5.7.1 Message refused by policy")
+    _log_in(page)
+    _open_compose(page)
+    page.locator("#compose-to-input").fill("bob@example.org,")
+    page.locator("#compose-subject").fill("Doomed")
+    page.locator("#compose-rich").click()
+    page.keyboard.type("This will bounce.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator(".compose-toast")).to_be_visible()
+    page.goto("/settings/")  # the notice comes to whatever page is open
+    expect(page.locator(".topbar .connection")).to_have_attribute("data-state", "open")
+    notice = page.locator(".notice.failed")
+    expect(notice).to_be_visible(timeout=40_000)
+    expect(notice).to_contain_text("Your message could not be delivered")
+    expect(notice).to_contain_text("“Doomed” to bob@example.org")
+    expect(notice).to_contain_text("550 5.7.1 Message refused by policy")
+    expect(notice.get_by_role("link", name="Open the outbox")).to_have_attribute(
+        "href", "/mail/outbox/"
+    )
+    badge = page.locator("#nav-failed")
+    expect(badge).to_have_text("1")
+    expect(badge).to_have_attribute("href", "/mail/outbox/")
+    screenshot("failure-notice")
+    assert OutgoingMessage.objects.get(owner=alice, subject="Doomed").state == "failed"
+
+    page.goto("/files/")  # persistent: still there on the next page, the count from the API
+    expect(notice).to_contain_text("550 5.7.1 Message refused by policy")
+    expect(badge).to_have_text("1")
+    notice.get_by_role("button", name="Dismiss").click()
+    expect(notice).to_have_count(0)
+    page.reload()
+    expect(badge).to_have_text("1")  # the message is still failed: the outbox says so
+    expect(page.locator(".notice")).to_have_count(0)
+
+    # A failure while no page listened is announced on the next page load.
+    def create():  # in a thread of its own: publishing refuses Playwright's event loop
+        try:
+            return outbox.outbox_create(
+                owner=alice, account=account, to=["carol@example.org"], subject="Also doomed"
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(create).result()
+    OutgoingMessage.objects.filter(pk=other.pk).update(
+        state="failed", next_attempt_at=None, last_error="550 5.1.1 carol: no such user"
+    )
+    page.reload()
+    expect(notice).to_contain_text("“Also doomed” to carol@example.org")
+    expect(notice).to_contain_text("550 5.1.1 carol: no such user")
+    expect(badge).to_have_text("2")
+    badge.click()
+    expect(page.locator("#outbox-rows tr", has_text="Doomed").first).to_contain_text("failed")
