@@ -207,9 +207,10 @@ class _FileHasher(threading.Thread):
     """SHA-256 of a local file from its start, computed by a second thread while the transfer
     runs: ``os.preadv`` and hashlib release the GIL, so hashing takes the other core instead
     of stalling the socket. It hashes up to ``size``, which ``grow`` moves on as a download
-    writes; ``hexdigest`` waits for it to catch up."""
+    writes; ``hexdigest`` waits for it to catch up. A small file (``background=False``) is
+    hashed by ``hexdigest`` itself: cheaper than starting a thread."""
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, *, background: bool = True) -> None:
         super().__init__(name="transfer-hash", daemon=True)
         self.fd = os.open(path, os.O_RDONLY)
         self.size = size
@@ -218,7 +219,9 @@ class _FileHasher(threading.Thread):
         self.changed = threading.Condition()
         self.ending = False
         self.error: OSError | None = None
-        self.start()
+        self.background = background
+        if background:
+            self.start()
 
     def grow(self, size: int) -> None:
         with self.changed:
@@ -226,12 +229,12 @@ class _FileHasher(threading.Thread):
             self.changed.notify()
 
     def run(self) -> None:
-        view = memoryview(bytearray(HASH_CHUNK))
+        view = memoryview(bytearray(min(HASH_CHUNK, max(self.size, 64 * 1024))))
         try:
             while True:
                 with self.changed:
                     self.changed.wait_for(lambda: self.hashed < self.size or self.ending)
-                    want = min(HASH_CHUNK, self.size - self.hashed)
+                    want = min(len(view), self.size - self.hashed)
                 if want <= 0:
                     return
                 count = os.preadv(self.fd, [view[:want]], self.hashed)
@@ -244,6 +247,9 @@ class _FileHasher(threading.Thread):
 
     def hexdigest(self) -> str:
         """The hash of the first ``size`` bytes, once read; closes the file."""
+        if not self.background:
+            self.ending = True
+            self.run()
         self.close()
         if self.error is not None:
             raise self.error
@@ -253,7 +259,8 @@ class _FileHasher(threading.Thread):
         with self.changed:
             self.ending = True
             self.changed.notify()
-        self.join()
+        if self.background:
+            self.join()
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
@@ -262,10 +269,11 @@ class _LocalSink:
     """Where a download lands: ``os.write`` straight to the file (no second userspace copy),
     with a hasher following behind."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, expected: int | None) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.size = os.fstat(self.fd).st_size
-        self.hasher = _FileHasher(path, self.size)
+        small = expected is not None and expected <= HASH_CHUNK
+        self.hasher = _FileHasher(path, self.size, background=not small)
 
     def write(self, data: bytes | memoryview) -> int:
         written = os.write(self.fd, data)
@@ -512,8 +520,13 @@ def _claim_next(
     limit = per_site_limit()
     with transaction.atomic():
         list(FtpSite.objects.select_for_update().filter(pk=site_id))
-        if finish is not None:
-            _finish(finish[0], finish[1], **finish[2])
+        handed_over = finish is not None and _finish(finish[0], finish[1], **finish[2])
+        if handed_over:
+            # Our slot passes on, so the count stays below the limit: one statement takes
+            # the oldest queued transfer of the site unless it is a copy (the path below).
+            row = next(iter(Transfer.objects.raw(_TAKE_OLDEST, _take_params(site_id))), None)
+            if row is not None:
+                return row
         if _running_on(site_id) >= limit:
             return None
         waiting = (
@@ -532,6 +545,29 @@ def _claim_next(
             if row is not None:
                 return row
     return None
+
+
+# ``_take`` for the site's oldest queued transfer, in one round trip (a runner's hot path).
+_TAKE_OLDEST = f"""
+UPDATE {Transfer._meta.db_table}
+   SET state = %(running)s, claim = claim + 1, attempts = attempts + 1,
+       heartbeat_at = %(now)s, started_at = %(now)s, last_error = ''
+ WHERE id = (SELECT id FROM {Transfer._meta.db_table}
+              WHERE (site_id = %(site)s OR target_site_id = %(site)s) AND state = %(queued)s
+              ORDER BY id LIMIT 1)
+   AND state = %(queued)s AND kind <> %(copy)s
+RETURNING *
+"""  # noqa: S608 — only the model's own table name is interpolated
+
+
+def _take_params(site_id: int) -> dict[str, Any]:
+    return {
+        "running": State.RUNNING,
+        "queued": State.QUEUED,
+        "copy": Kind.COPY,
+        "now": timezone.now(),
+        "site": site_id,
+    }
 
 
 def _kick_site_queue(site_ids: list[int]) -> None:
@@ -741,12 +777,12 @@ def _download(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh:
     local.parent.mkdir(parents=True, exist_ok=True)
     if fresh and local.exists():
         local.unlink()
-    sink = _LocalSink(local)
+    total = session.size(row.path)
+    if total is not None and total != row.bytes_total:
+        ticker.write(bytes_total=total)
+    sink = _LocalSink(local, total)
     try:
         offset = sink.size
-        total = session.size(row.path)
-        if total is not None and total != row.bytes_total:
-            ticker.write(bytes_total=total)
         try:
             done = session.download(row.path, sink, offset=offset, progress=ticker)  # type: ignore[arg-type]
         except ftp.FtpTransferError as exc:
@@ -771,7 +807,7 @@ def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: b
     size = local.stat().st_size
     if row.bytes_total != size:
         ticker.write(bytes_total=size)
-    hasher = _FileHasher(local, size)
+    hasher = _FileHasher(local, size, background=size > HASH_CHUNK)
     try:
         with open(local, "rb", buffering=0) as source:
             offset = 0 if fresh else min(session.upload_offset(row.path), size)

@@ -641,11 +641,14 @@ class FtpSession:
         left = self._deadline - time.monotonic()
         if left <= 0:
             self._drop()
-            raise FtpConnectionError(
-                f"{self._deadline_what.capitalize()} took longer than allowed.",
-                explanation="The server is too slow to answer, or stopped answering.",
-            )
+            raise self._phase_expired()
         return min(left, self.config.timeout)
+
+    def _phase_expired(self) -> FtpConnectionError:
+        return FtpConnectionError(
+            f"{self._deadline_what.capitalize()} took longer than allowed.",
+            explanation="The server is too slow to answer, or stopped answering.",
+        )
 
     def close(self) -> None:
         """QUIT politely (without waiting long) and close the socket; idempotent."""
@@ -700,10 +703,17 @@ class FtpSession:
 
     def _cmd(self, line: str, error: type[FtpError] = FtpCommandError) -> str:
         wire = self._require()
-        if self._deadline is not None:
-            wire.sock.settimeout(self._phase_timeout())
-        with self._guard(error):
-            return wire.sendcmd(line)
+        if self._deadline is None:
+            with self._guard(error):
+                return wire.sendcmd(line)
+        wire.sock.settimeout(self._phase_timeout())
+        try:
+            with self._guard(error):
+                return wire.sendcmd(line)
+        except FtpConnectionError:
+            if time.monotonic() >= self._deadline:
+                raise self._phase_expired() from None  # the phase's limit, not one reply's
+            raise
 
     def _void(self, line: str, error: type[FtpError] = FtpCommandError) -> str:
         resp = self._cmd(line, error)
