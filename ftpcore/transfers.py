@@ -55,7 +55,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -513,20 +513,18 @@ def transfer_claim(*, transfer_id: int) -> tuple[Transfer | None, bool]:
 def _claim_next(
     *, site_id: int, finish: tuple[Transfer, str, dict[str, Any]] | None
 ) -> Transfer | None:
-    """A runner's step, in one transaction under the site's lock: finish its transfer
-    (``finish``: row, state, fields; fenced), then claim the site's next queued download or
-    upload, oldest first. The slot thus passes straight on; None when there is nothing to
-    take, the site is full, or a copy that could run is next in line (it gets the slot)."""
+    """A runner's step: finish its transfer (``finish``: row, state, fields; fenced) and
+    claim the site's next queued download or upload, oldest first — in one statement, so
+    the slot passes straight on (``_HAND_OVER``). Otherwise (nothing finished, or a copy
+    next in line) under the site's lock, like ``transfer_claim``. None when there is nothing
+    to take, the site is full, or a copy that could run is next (it gets the slot)."""
+    if finish is not None:
+        taken = _hand_over(*finish, site_id=site_id)
+        if taken is not None:
+            return taken
     limit = per_site_limit()
     with transaction.atomic():
         list(FtpSite.objects.select_for_update().filter(pk=site_id))
-        handed_over = finish is not None and _finish(finish[0], finish[1], **finish[2])
-        if handed_over:
-            # Our slot passes on, so the count stays below the limit: one statement takes
-            # the oldest queued transfer of the site unless it is a copy (the path below).
-            row = next(iter(Transfer.objects.raw(_TAKE_OLDEST, _take_params(site_id))), None)
-            if row is not None:
-                return row
         if _running_on(site_id) >= limit:
             return None
         waiting = (
@@ -547,27 +545,67 @@ def _claim_next(
     return None
 
 
-# ``_take`` for the site's oldest queued transfer, in one round trip (a runner's hot path).
-_TAKE_OLDEST = f"""
-UPDATE {Transfer._meta.db_table}
-   SET state = %(running)s, claim = claim + 1, attempts = attempts + 1,
-       heartbeat_at = %(now)s, started_at = %(now)s, last_error = ''
- WHERE id = (SELECT id FROM {Transfer._meta.db_table}
-              WHERE (site_id = %(site)s OR target_site_id = %(site)s) AND state = %(queued)s
-              ORDER BY id LIMIT 1)
-   AND state = %(queued)s AND kind <> %(copy)s
-RETURNING *
+# A runner's hot path in one round trip: finish its transfer (fenced by state and claim)
+# and, only if that worked, take the site's oldest queued transfer unless it is a copy.
+# Both rows change in one commit, so the site's count of running transfers never moves
+# and a claim elsewhere (which counts under the site lock) sees either state, both valid.
+_TABLE = Transfer._meta.db_table
+_HAND_OVER = f"""
+WITH finished AS (
+    UPDATE {_TABLE}
+       SET state = %(state)s, finished_at = %(now)s, heartbeat_at = %(now)s,
+           sha256 = COALESCE(%(sha256)s, sha256),
+           bytes_done = COALESCE(%(bytes_done)s, bytes_done),
+           last_error = COALESCE(%(last_error)s, last_error)
+     WHERE id = %(id)s AND state = %(running)s AND claim = %(claim)s
+    RETURNING id
+), taken AS (
+    UPDATE {_TABLE}
+       SET state = %(running)s, claim = claim + 1, attempts = attempts + 1,
+           heartbeat_at = %(now)s, started_at = %(now)s, last_error = ''
+     WHERE id = (SELECT id FROM {_TABLE}
+                  WHERE (site_id = %(site)s OR target_site_id = %(site)s)
+                    AND state = %(queued)s
+                  ORDER BY id LIMIT 1)
+       AND state = %(queued)s AND kind <> %(copy)s AND EXISTS (SELECT 1 FROM finished)
+    RETURNING *
+)
+SELECT (SELECT count(*) FROM finished), taken.* FROM (SELECT 1) AS one LEFT JOIN taken ON true
 """  # noqa: S608 — only the model's own table name is interpolated
 
 
-def _take_params(site_id: int) -> dict[str, Any]:
-    return {
+def _hand_over(
+    row: Transfer, state: str, fields: dict[str, Any], *, site_id: int
+) -> Transfer | None:
+    """``_HAND_OVER``: the next transfer, now ours, or None (``row.state`` then tells
+    whether ``row`` was finished or had stopped being ours)."""
+    now = timezone.now()
+    params = {
+        "state": state,
+        "now": now,
+        "sha256": fields.get("sha256"),
+        "bytes_done": fields.get("bytes_done"),
+        "last_error": fields.get("last_error"),
+        "id": row.pk,
+        "claim": row.claim,
+        "site": site_id,
         "running": State.RUNNING,
         "queued": State.QUEUED,
         "copy": Kind.COPY,
-        "now": timezone.now(),
-        "site": site_id,
     }
+    with connection.cursor() as cursor:
+        cursor.execute(_HAND_OVER, params)
+        result = cursor.fetchone()
+        columns = [column.name for column in cursor.description[1:]]
+    if result[0]:
+        _finished(row, {**fields, "state": state, "finished_at": now, "heartbeat_at": now})
+    if result[1] is None:
+        return None
+    by_column = dict(zip(columns, result[1:], strict=True))
+    fields = Transfer._meta.concrete_fields  # RETURNING * comes in the table's column order
+    return Transfer.from_db(
+        connection.alias, [f.attname for f in fields], [by_column[f.column] for f in fields]
+    )
 
 
 def _kick_site_queue(site_ids: list[int]) -> None:
@@ -995,10 +1033,15 @@ def _finish(row: Transfer, state: str, **fields: Any) -> bool:
         **fields
     )
     if finished:
-        for name, value in fields.items():
-            setattr(row, name, value)
-        _announce(row, speed=None, eta=0 if state == State.DONE else None)
+        _finished(row, fields)
     return bool(finished)
+
+
+def _finished(row: Transfer, fields: dict[str, Any]) -> None:
+    """The in-memory row as written, and its event."""
+    for name, value in fields.items():
+        setattr(row, name, value)
+    _announce(row, speed=None, eta=0 if row.state == State.DONE else None)
 
 
 def _stopped(row: Transfer) -> None:
