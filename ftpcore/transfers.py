@@ -224,16 +224,19 @@ class _FileHasher(threading.Thread):
             self.start()
 
     def grow(self, size: int) -> None:
-        with self.changed:
-            self.size = size
-            self.changed.notify()
+        self.size = size
+        if size - self.hashed >= HASH_CHUNK:  # wake it for whole chunks only: fewer switches
+            with self.changed:
+                self.changed.notify()
 
     def run(self) -> None:
         view = memoryview(bytearray(min(HASH_CHUNK, max(self.size, 64 * 1024))))
         try:
             while True:
                 with self.changed:
-                    self.changed.wait_for(lambda: self.hashed < self.size or self.ending)
+                    self.changed.wait_for(
+                        lambda: self.size - self.hashed >= len(view) or self.ending
+                    )
                     want = min(len(view), self.size - self.hashed)
                 if want <= 0:
                     return
