@@ -552,6 +552,8 @@ def _claim_next(
 # and, only if that worked, take the site's oldest queued transfer unless it is a copy.
 # Both rows change in one commit, so the site's count of running transfers never moves
 # and a claim elsewhere (which counts under the site lock) sees either state, both valid.
+# SKIP LOCKED: the site's other runner, handing over at the same moment, takes the next
+# row instead of queueing behind ours for the same one.
 _TABLE = Transfer._meta.db_table
 _HAND_OVER = f"""
 WITH finished AS (
@@ -569,7 +571,7 @@ WITH finished AS (
      WHERE id = (SELECT id FROM {_TABLE}
                   WHERE (site_id = %(site)s OR target_site_id = %(site)s)
                     AND state = %(queued)s
-                  ORDER BY id LIMIT 1)
+                  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
        AND state = %(queued)s AND kind <> %(copy)s AND EXISTS (SELECT 1 FROM finished)
     RETURNING *
 )
