@@ -375,6 +375,44 @@ def test_noop_keeps_the_control_connection_alive_during_a_long_download(
         session.download("/slow.bin", io.BytesIO())
 
 
+def _noop_answered_after_the_transfer(server: FTPServer) -> None:
+    """Like ``_idle_timeout(3.0, during_transfers=True)``, but NOOPs that arrive during a
+    transfer are answered only after its 226 (servers that queue commands meanwhile)."""
+    _idle_timeout(3.0, during_transfers=True)(server)
+    base = server.handler
+
+    def ftp_NOOP(self, line: str) -> None:
+        if self.data_channel is None:
+            base.ftp_NOOP(self, line)
+        else:
+            self.held_noops = getattr(self, "held_noops", 0) + 1
+            self._idler.reset()  # the server did see a command
+
+    def _on_dtp_close(self) -> None:
+        base._on_dtp_close(self)
+        for _ in range(getattr(self, "held_noops", 0)):
+            self.respond("200 NOOP, answered after the transfer.")
+        self.held_noops = 0
+
+    server.handler = type(
+        "HoldingHandler", (base,), {"ftp_NOOP": ftp_NOOP, "_on_dtp_close": _on_dtp_close}
+    )
+
+
+def test_noop_replies_after_the_transfers_reply_are_matched(make_server, recorder) -> None:
+    server = make_server(_noop_answered_after_the_transfer)
+    data = payload(3 * MB // 2, seed=32)
+    (server.homes["alice"] / "slow.bin").write_bytes(data)
+    seen = recorder(server)
+    with FtpSession(config(server, keepalive=0.3)) as session:
+        sink = io.BytesIO()
+        assert session.download("/slow.bin", sink) == len(data)
+        assert sha(sink.getvalue()) == sha(data)
+        assert seen.count("NOOP") >= 2
+        assert session.size("/slow.bin") == len(data)  # the next reply is SIZE's, in step
+        assert session.alive
+
+
 def test_login_timeout_bounds_the_whole_login(make_server) -> None:
     server = make_server(_slow_replies)
     started = time.monotonic()
