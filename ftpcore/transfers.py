@@ -8,11 +8,11 @@ runs twice, or a worker killed at any line, never loses or duplicates a transfer
   locked while running transfers are counted, so two workers cannot both take the last
   slot) and bumps ``claim``, a fencing token.
 - A download or upload claimed by a task makes that worker the site's *runner*: it keeps
-  its logged-in session and, in the transaction that finishes one transfer, claims the
-  site's next queued download/upload (oldest first, under the same lock), so the slot passes
-  straight on: 1,000 queued uploads cost ``FTP_TRANSFERS_PER_SITE`` logins and no task each.
-  A runner hands its slot back after ``RUNNER_SECONDS`` (other sites' work gets the worker)
-  or when a copy is next in line; it then enqueues the site's queued transfers.
+  its logged-in session and, in the statement that finishes one transfer, claims the site's
+  next queued download/upload (oldest first), so the slot passes straight on: 1,000 queued
+  uploads cost ``FTP_TRANSFERS_PER_SITE`` logins and no task each. A runner hands its slot
+  back when the queue is empty or after ``RUNNER_SECONDS`` (other sites' work, and queued
+  copies, then get their turn); it then enqueues the site's queued transfers.
 - While running, each progress tick (at most every ~0.5 s) writes bytes_done + heartbeat
   *only where state is running and claim is ours*. No row updated means the owner paused or
   cancelled it (or the sweeper gave it to another worker): the work on it stops there, and a
@@ -518,9 +518,9 @@ def _claim_next(
 ) -> Transfer | None:
     """A runner's step: finish its transfer (``finish``: row, state, fields; fenced) and
     claim the site's next queued download or upload, oldest first — in one statement, so
-    the slot passes straight on (``_HAND_OVER``). Otherwise (nothing finished, or a copy
-    next in line) under the site's lock, like ``transfer_claim``. None when there is nothing
-    to take, the site is full, or a copy that could run is next (it gets the slot)."""
+    the slot passes straight on (``_HAND_OVER``). Otherwise (nothing finished, or nothing
+    taken that way) under the site's lock, like ``transfer_claim``. None when there is
+    nothing to take, the site is full, or a copy that could run is next (it gets the slot)."""
     if finish is not None:
         taken = _hand_over(*finish, site_id=site_id)
         if taken is not None:
@@ -549,7 +549,9 @@ def _claim_next(
 
 
 # A runner's hot path in one round trip: finish its transfer (fenced by state and claim)
-# and, only if that worked, take the site's oldest queued transfer unless it is a copy.
+# and, only if that worked, take the site's oldest queued download or upload (index
+# transfer_site_queue; a copy waits for a runner to hand its slot back, within
+# RUNNER_SECONDS).
 # Both rows change in one commit, so the site's count of running transfers never moves
 # and a claim elsewhere (which counts under the site lock) sees either state, both valid.
 # SKIP LOCKED: the site's other runner, handing over at the same moment, takes the next
@@ -569,10 +571,9 @@ WITH finished AS (
        SET state = %(running)s, claim = claim + 1, attempts = attempts + 1,
            heartbeat_at = %(now)s, started_at = %(now)s, last_error = ''
      WHERE id = (SELECT id FROM {_TABLE}
-                  WHERE (site_id = %(site)s OR target_site_id = %(site)s)
-                    AND state = %(queued)s
+                  WHERE site_id = %(site)s AND state = %(queued)s AND kind <> %(copy)s
                   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-       AND state = %(queued)s AND kind <> %(copy)s AND EXISTS (SELECT 1 FROM finished)
+       AND EXISTS (SELECT 1 FROM finished)
     RETURNING *
 )
 SELECT (SELECT count(*) FROM finished), taken.* FROM (SELECT 1) AS one LEFT JOIN taken ON true

@@ -570,16 +570,22 @@ def test_a_runner_passes_its_slot_straight_to_the_sites_next_transfer(ftp, alice
     assert Transfer.objects.get(pk=first.pk).state == "done"
     assert Transfer.objects.get(pk=elsewhere.pk).state == "queued"  # not this site's
 
-    # A copy next in line that could run gets the slot: the runner hands it back.
+    # The hand-over takes downloads and uploads only: a queued copy waits...
     copy = Transfer.objects.create(
         owner=alice, kind="copy", site=other, path="/c", target_site=site, target_path="/d"
     )
     third = Transfer.objects.create(owner=alice, kind="upload", site=site, path="/e")
-    assert transfers._claim_next(site_id=site.pk, finish=(following, "done", {})) is None
-    assert transfers.transfer_claim(transfer_id=copy.pk)[0] is not None
-    # The site is full again: a runner whose transfer was paused claims nothing.
+    taken = transfers._claim_next(site_id=site.pk, finish=(following, "done", {}))
+    assert taken.pk == third.pk
+    # ...until a runner claims without handing over (its transfer was paused): next in line,
+    # the copy could run, so the runner gives the slot back for the copy's task to take.
+    Transfer.objects.filter(pk=third.pk).update(state="paused")
+    fourth = Transfer.objects.create(owner=alice, kind="upload", site=site, path="/f")
     assert transfers._claim_next(site_id=site.pk, finish=None) is None
-    assert Transfer.objects.get(pk=third.pk).state == "queued"
+    assert transfers.transfer_claim(transfer_id=copy.pk)[0] is not None
+    # The site is full again: nothing more is claimed.
+    assert transfers._claim_next(site_id=site.pk, finish=None) is None
+    assert Transfer.objects.get(pk=fourth.pk).state == "queued"
 
 
 def test_concurrent_claims_respect_the_limit(ftp, alice, settings):
