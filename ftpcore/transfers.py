@@ -259,13 +259,17 @@ class _FileHasher(threading.Thread):
         return self.digest.hexdigest()
 
     def close(self) -> None:
+        """Idempotent: a second close must not close a descriptor number that another
+        thread has been given since."""
         with self.changed:
             self.ending = True
             self.changed.notify()
         if self.background:
             self.join()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _LocalSink:
@@ -290,8 +294,10 @@ class _LocalSink:
         self.size = size
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.hasher.close()
 
 
