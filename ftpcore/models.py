@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from webapp.encrypted_fields import EncryptedTextField
 
@@ -91,6 +92,16 @@ class Transfer(models.Model):
             models.Index(fields=["state", "heartbeat_at"], name="transfer_state_heartbeat"),
             models.Index(fields=["site", "state"], name="transfer_site_state"),
             models.Index(fields=["target_site", "state"], name="transfer_target_state"),
+            # A site's queue, oldest first (runners take from it at every hand-over): only
+            # queued rows, so the pick does not walk the site's whole history.
+            models.Index(
+                fields=["site", "id"], condition=Q(state="queued"), name="transfer_site_queue"
+            ),
+            models.Index(
+                fields=["target_site", "id"],
+                condition=Q(state="queued"),
+                name="transfer_target_queue",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,11 +22,22 @@ and in this module, not by patching:
   fingerprint and the password is never sent; the data connection must present the same
   certificate;
 - transfers move through one preallocated 1 MiB buffer (``recv_into`` / ``readinto`` then
-  ``sendall``; measured on par with or faster than curl over loopback, while ``sendfile`` was
+  ``sendall`` in 256 KiB slices, so progress — and a cancel — comes often even on slow
+  links; measured on par with or faster than curl over loopback, while ``sendfile`` was
   ~15% slower against pyftpdlib); a transfer counts as done only after data EOF **and** the
   2xx reply **and** (when SIZE works) a size check, otherwise ``FtpTransferError`` says how
   many bytes are good so the caller resumes (REST+RETR, APPE) from there; uploads go to
   ``.<name>.part-satchel`` and are renamed on success.
+
+Timeouts are per phase: ``connect_timeout`` (TCP connect, TLS handshake, greeting),
+``login_timeout`` (the whole login, however many commands), ``timeout`` (each reply after
+that), ``data_timeout`` (opening a data connection, and silence on it mid-transfer).
+Keep-alive (FileZilla's): the control connection carries TCP keep-alives, and a NOOP goes out
+whenever it has been silent for ``keepalive`` seconds during a transfer (servers and NAT
+boxes that time out an idle control connection would otherwise cut a long transfer); a
+pooled session calls ``keepalive()`` now and then for the same between commands. NOOP
+replies are matched whether the server answers during the transfer or after its final
+reply; a server that refuses NOOP mid-transfer is not sent another.
 
 Errors: ``FtpCommandError`` (4xx/5xx to a command: the connection stays usable),
 ``FtpAuthError``, ``FtpCertificateError``, ``FtpConnectionError`` (network, timeout, 421:
@@ -83,6 +94,7 @@ __all__ = [
 
 PART_SUFFIX = ".part-satchel"
 _BUFFER_SIZE = 1024 * 1024  # one recv_into / readinto buffer per session
+_SEND_SLICE = 256 * 1024  # sendall at most this much between progress checks
 _PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 _ABORT_REPLY_TIMEOUT = 5.0  # wait this long for the reply to an interrupted transfer
 _MAX_TREE_DEPTH = 256
@@ -111,7 +123,11 @@ class FtpConfig:
     # SHA-256 of the server certificate as "AA:BB:...": trusted even when no CA vouches.
     tls_fingerprint: str = ""
     ca_file: str | None = None  # extra CA bundle
-    timeout: float = 30.0  # per phase: connect, each control reply, data idle
+    timeout: float = 30.0  # each control reply after login
+    connect_timeout: float | None = None  # TCP connect + TLS + greeting (None: ``timeout``)
+    login_timeout: float | None = None  # the whole login sequence (None: ``timeout``)
+    data_timeout: float | None = None  # data connection: opening it, idle on it (None: ``timeout``)
+    keepalive: float = 60.0  # NOOP after this many silent seconds on the control conn (0: off)
     retries: int = 3  # used by transfer_with_resume
 
 
@@ -252,8 +268,12 @@ def _checked_config(config: FtpConfig) -> FtpConfig:
             getattr(config, what).encode(config.encoding, "surrogateescape")
         except UnicodeEncodeError:
             raise ValueError(f"{what} cannot be written in {config.encoding}") from None
-    if not config.timeout or config.timeout <= 0:
-        raise ValueError("timeout must be positive")
+    for what in ("timeout", "connect_timeout", "login_timeout", "data_timeout"):
+        value = getattr(config, what)
+        if (value is not None or what == "timeout") and not (value and value > 0):
+            raise ValueError(f"{what} must be positive")
+    if config.keepalive < 0:
+        raise ValueError("keepalive must not be negative (0 turns it off)")
     if config.retries < 0:
         raise ValueError("retries must not be negative")
     return config
@@ -336,6 +356,20 @@ def _read_into(source: BinaryIO, buffer: bytearray, want: int) -> int:
     return len(data)
 
 
+_NOOP_REPLIES = frozenset({"200", "500", "501", "502", "503"})
+
+
+def _tcp_keepalive(sock: socket.socket, idle: float) -> None:
+    """TCP keep-alive probes after ``idle`` silent seconds: NAT boxes and firewalls then keep
+    the mapping of a control connection that waits out a long transfer."""
+    with suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        seconds = max(1, int(idle))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, seconds // 3))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5)
+
+
 def _parse_mdtm(resp: str) -> datetime | None:
     text = _words(resp).strip()
     try:
@@ -363,13 +397,19 @@ class _Wire(ftplib.FTP):
         self.use_eprt = True
         self.pasv_announced: str | None = None  # what a PASV reply named (never dialled)
         self.data_address: tuple[str, int] | None = None  # where the last data conn went
+        self.noops_pending = 0  # NOOPs sent during a transfer, not answered yet
+        self.noop_in_transfer = True  # False once the server refused one mid-transfer
 
     # -- connection
 
-    def open(self, host: str, port: int, implicit: ssl.SSLContext | None) -> None:
+    def open(
+        self, host: str, port: int, implicit: ssl.SSLContext | None, keepalive: float = 0
+    ) -> None:
         self.host, self.port = host, port
         self.sock = socket.create_connection((host, port), self.timeout)
         self.af = self.sock.family
+        if keepalive:
+            _tcp_keepalive(self.sock, keepalive)
         if implicit is not None:
             self.sock = implicit.wrap_socket(self.sock, server_hostname=host)
         self.file = self.sock.makefile("rb")
@@ -396,6 +436,42 @@ class _Wire(ftplib.FTP):
     def putline(self, line: str) -> None:
         _check_text(line, "command")
         self.sock.sendall(line.encode(self.encoding, "surrogateescape") + b"\r\n")
+
+    def getresp(self) -> str:
+        """ftplib's reply classification, skipping the replies to NOOPs sent mid-transfer
+        that arrive before the transfer's own reply (200, or 5xx: refused)."""
+        resp = self.getmultiline()
+        while self.noops_pending and resp[:3] in _NOOP_REPLIES:
+            self.noops_pending -= 1
+            if resp[0] == "5":
+                self.noop_in_transfer = False
+            resp = self.getmultiline()
+        self.lastresp = resp[:3]
+        if resp[:1] in ("1", "2", "3"):
+            return resp
+        if resp[:1] == "4":
+            raise ftplib.error_temp(resp)
+        if resp[:1] == "5":
+            raise ftplib.error_perm(resp)
+        raise ftplib.error_proto(resp)
+
+    def drain_noops(self, timeout: float) -> bool:
+        """Read the NOOP replies a server sends after the transfer's reply; False when it
+        did not answer in time (the control connection is then out of step)."""
+        if not self.noops_pending:
+            return True
+        self.sock.settimeout(timeout)
+        try:
+            while self.noops_pending:
+                resp = self.getmultiline()
+                self.noops_pending -= 1
+                if resp[:1] == "5":
+                    self.noop_in_transfer = False
+        except (OSError, EOFError, ftplib.Error):
+            return False
+        finally:
+            self.sock.settimeout(self.timeout)
+        return True
 
     # -- data connection set-up
 
@@ -495,9 +571,14 @@ class FtpSession:
         self._size_ok = True
         self._buffer: bytearray | None = None
         self._preliminary = ""  # the 1xx reply that opened the last transfer
+        self._deadline: float | None = None  # end of the current phase (connect, login)
+        self._deadline_what = ""
         try:
+            self._phase(config.connect_timeout, "connecting")
             self._connect()
+            self._phase(config.login_timeout, "logging in")
             self._login()
+            self._phase(None, "")
         except FtpCertificateError as exc:
             self._drop()
             if exc.fingerprint:
@@ -526,6 +607,48 @@ class FtpSession:
     def alive(self) -> bool:
         """False once the connection was lost or closed (the session is then useless)."""
         return self._wire is not None
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the control connection last carried a command."""
+        return time.monotonic() - self.last_used
+
+    def keepalive(self) -> bool:
+        """NOOP if the session has been idle for ``config.keepalive`` seconds (FileZilla's
+        keep-alive, for a pooled session between uses); True when one was sent. Raises like
+        any command (FtpConnectionError when the server already dropped the session)."""
+        interval = self.config.keepalive
+        if not interval or self.idle_seconds < interval:
+            return False
+        self.noop()
+        return True
+
+    def _phase(self, seconds: float | None, what: str) -> None:
+        """Bound a whole phase (connecting, logging in) by ``seconds`` (None: ``timeout``);
+        an empty ``what`` ends it: each reply then gets ``timeout`` again."""
+        if not what:
+            self._deadline = None
+            if self._wire is not None and self._wire.sock is not None:
+                self._wire.sock.settimeout(self.config.timeout)
+            return
+        self._deadline = time.monotonic() + (seconds or self.config.timeout)
+        self._deadline_what = what
+
+    def _phase_timeout(self) -> float:
+        """The socket timeout for the next step: ``timeout`` or what is left of the phase."""
+        if self._deadline is None:
+            return self.config.timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self._drop()
+            raise self._phase_expired()
+        return min(left, self.config.timeout)
+
+    def _phase_expired(self) -> FtpConnectionError:
+        return FtpConnectionError(
+            f"{self._deadline_what.capitalize()} took longer than allowed.",
+            explanation="The server is too slow to answer, or stopped answering.",
+        )
 
     def close(self) -> None:
         """QUIT politely (without waiting long) and close the socket; idempotent."""
@@ -580,8 +703,17 @@ class FtpSession:
 
     def _cmd(self, line: str, error: type[FtpError] = FtpCommandError) -> str:
         wire = self._require()
-        with self._guard(error):
-            return wire.sendcmd(line)
+        if self._deadline is None:
+            with self._guard(error):
+                return wire.sendcmd(line)
+        wire.sock.settimeout(self._phase_timeout())
+        try:
+            with self._guard(error):
+                return wire.sendcmd(line)
+        except FtpConnectionError:
+            if time.monotonic() >= self._deadline:
+                raise self._phase_expired() from None  # the phase's limit, not one reply's
+            raise
 
     def _void(self, line: str, error: type[FtpError] = FtpCommandError) -> str:
         resp = self._cmd(line, error)
@@ -593,13 +725,16 @@ class FtpSession:
 
     def _connect(self) -> None:
         config = self.config
-        wire = _Wire(encoding=config.encoding, timeout=config.timeout, passive=config.passive)
+        wire = _Wire(
+            encoding=config.encoding, timeout=self._phase_timeout(), passive=config.passive
+        )
         self._wire = wire
         if self.security != Security.NONE:
             self._context = _tls_context(config, verify=not config.tls_fingerprint)
         implicit = self._context if self.security == Security.IMPLICIT_TLS else None
         with self._guard(FtpConnectionError):
-            wire.open(config.host, config.port, implicit)
+            wire.open(config.host, config.port, implicit, config.keepalive)
+        wire.timeout = config.timeout
         if implicit is not None:
             self._check_certificate()
         self.welcome = self._greeting()
@@ -610,8 +745,10 @@ class FtpSession:
     def _greeting(self) -> str:
         wire = self._require()
         with self._guard(FtpConnectionError):
+            wire.sock.settimeout(self._phase_timeout())
             resp = wire.getresp()
             while resp.startswith("120"):  # "ready in n minutes": the 220 follows
+                wire.sock.settimeout(self._phase_timeout())
                 resp = wire.getresp()
         if not resp.startswith("220"):
             self._drop()
@@ -635,6 +772,7 @@ class FtpSession:
                     "unencrypted.",
                 ) from None
         with self._guard(FtpConnectionError):
+            wire.sock.settimeout(self._phase_timeout())
             wire.start_tls(self._context)
 
     def _check_certificate(self) -> None:
@@ -957,9 +1095,13 @@ class FtpSession:
         """Where the last data connection went (diagnostics; the PASV host is never used)."""
         return self._wire.data_address if self._wire else None
 
+    @property
+    def _data_timeout(self) -> float:
+        return self.config.data_timeout or self.config.timeout
+
     def _open_data(self, command: str, rest: int | None = None) -> socket.socket:
         wire = self._require()
-        timeout = self.config.timeout
+        timeout = self._data_timeout
         if wire.passiveserver:
             with self._guard():
                 host, port = wire.makepasv()
@@ -982,6 +1124,7 @@ class FtpSession:
         else:
             with self._guard():
                 listener = wire.makeport()
+            listener.settimeout(timeout)
             with listener:
                 self._start(command, rest)
                 peer = wire.sock.getpeername()[0]
@@ -1061,10 +1204,37 @@ class FtpSession:
             with self._guard():
                 resp = wire.getresp()
         except FtpCommandError as exc:
+            self._drain_noops()
             raise self._as_transfer_error(exc, bytes_done) from None
+        self._drain_noops()
         if not resp.startswith("2"):
             raise FtpTransferError(_words(resp), code=_code(resp), bytes_done=bytes_done)
         return resp
+
+    def _keep_control_alive(self) -> None:
+        """Mid-transfer: a NOOP when the control connection has been silent ``keepalive``
+        seconds (its reply is read with the transfer's, ``_Wire.getresp``)."""
+        interval = self.config.keepalive
+        wire = self._wire
+        if not interval or wire is None or not wire.noop_in_transfer:
+            return
+        now = time.monotonic()
+        if now - self.last_used < interval:
+            return
+        self.last_used = now
+        try:
+            wire.putline("NOOP")
+        except OSError as exc:
+            self._drop()
+            raise _network_error(exc) from exc
+        wire.noops_pending += 1
+
+    def _drain_noops(self) -> None:
+        wire = self._wire
+        if wire is not None and not wire.drain_noops(
+            min(self.config.timeout, _ABORT_REPLY_TIMEOUT)
+        ):
+            self._drop()  # the transfer's result stands; the next call reconnects
 
     @staticmethod
     def _as_transfer_error(exc: FtpCommandError, bytes_done: int) -> FtpError:
@@ -1090,10 +1260,12 @@ class FtpSession:
                 if self._wire is not None:
                     wire.sock.settimeout(self.config.timeout)
         except (ftplib.error_temp, ftplib.error_perm) as exc:
+            self._drain_noops()
             return str(exc.args[0]) if exc.args else None
         except Exception:
             self._drop()
             return None
+        self._drain_noops()
         return resp
 
     def _transfer_failed(
@@ -1210,6 +1382,7 @@ class FtpSession:
                     _write_all(sink, decoder.feed(view[:n]))
                 received += n
                 report(offset + received)
+                self._keep_control_alive()
             if decoder is not None:
                 _write_all(sink, decoder.flush())
         except _DataBroken as broken:
@@ -1256,6 +1429,7 @@ class FtpSession:
                 if not chunk:
                     break
                 received += len(chunk)
+                self._keep_control_alive()
                 yield chunk if decoder is None else decoder.feed(chunk)
             if decoder is not None and decoder.pending_cr:
                 yield decoder.flush()
@@ -1333,13 +1507,24 @@ class FtpSession:
                 n = _read_into(source, buffer, want)
                 if not n:
                     break
-                data = view[:n] if encoder is None else encoder.feed(view[:n])
+                if encoder is None:
+                    for start in range(0, n, _SEND_SLICE):
+                        piece = view[start : min(n, start + _SEND_SLICE)]
+                        try:
+                            conn.sendall(piece)
+                        except OSError as exc:
+                            raise _DataBroken(exc) from exc
+                        sent += len(piece)
+                        report(offset + sent)
+                        self._keep_control_alive()
+                    continue
                 try:
-                    conn.sendall(data)
+                    conn.sendall(encoder.feed(view[:n]))
                 except OSError as exc:
                     raise _DataBroken(exc) from exc
                 sent += n
                 report(offset + sent)
+                self._keep_control_alive()
             if encoder is not None and encoder.pending_cr:
                 try:
                     conn.sendall(encoder.flush())

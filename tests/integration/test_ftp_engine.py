@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from OpenSSL._util import lib as openssl_lib
-from pyftpdlib.handlers import TLS_DTPHandler
+from pyftpdlib.handlers import ThrottledDTPHandler, TLS_DTPHandler
 from pyftpdlib.log import logger
 
 from ftpcore.protocols.ftp import (
@@ -285,6 +285,163 @@ def test_stalled_server_times_out(ftp: FTPServer, fault_proxy_factory) -> None:
         FtpSession(FtpConfig(host=proxy.host, port=proxy.port, timeout=0.5))
     assert time.monotonic() - started < 2.5
     assert "in time" in caught.value.reply
+
+
+# --------------------------------------------------------------------------- keep-alive, phases
+
+
+def _idle_timeout(seconds: float, *, during_transfers: bool = False) -> Callable[[FTPServer], None]:
+    """A server that hangs up on a control connection silent for ``seconds`` (421), like
+    vsftpd's idle_session_timeout. ``during_transfers``: its timer runs on while a transfer
+    goes (pyftpdlib stops it; NAT boxes and some servers do not), and downloads are sent at
+    300 KiB/s (pyftpdlib's throttle sends bursts up to ~2 s apart)."""
+
+    def customize(server: FTPServer) -> None:
+        base = server.handler
+        attrs: dict[str, object] = {"timeout": seconds}
+        if during_transfers:
+
+            def _on_dtp_connection(self) -> None:
+                base._on_dtp_connection(self)
+                self._idler = self.ioloop.call_later(
+                    self.timeout, self.handle_timeout, _errback=self.handle_error
+                )
+
+            attrs["_on_dtp_connection"] = _on_dtp_connection
+            attrs["dtp_handler"] = type(
+                "SlowDTP", (ThrottledDTPHandler,), {"write_limit": 300 * 1024}
+            )
+            attrs["use_sendfile"] = False  # it would bypass the throttle
+        server.handler = type("IdleTimeoutHandler", (base,), attrs)
+
+    return customize
+
+
+def _slow_replies(server: FTPServer) -> None:
+    """Every reply comes 0.3 s late (a login then takes ~2.5 s, each reply well in time)."""
+    base = server.handler
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        self.ioloop.call_later(0.3, base.pre_process_command, self, line, cmd, arg)
+
+    server.handler = type(
+        "SlowRepliesHandler", (base,), {"pre_process_command": pre_process_command}
+    )
+
+
+def test_keepalive_holds_an_idle_session_the_server_would_drop(make_server, recorder) -> None:
+    server = make_server(_idle_timeout(1.0))
+    seen = recorder(server)
+    # (One session at a time: pyftpdlib's timer heap misorders timers that were reset.)
+    left = FtpSession(config(server, keepalive=0.3))
+    time.sleep(1.6)
+    with pytest.raises(FtpConnectionError) as caught:
+        left.list("/")  # idle without keep-alive: the server hung up
+    assert caught.value.code in (421, None) and not left.alive
+
+    with FtpSession(config(server, keepalive=0.3)) as kept:
+        assert kept.keepalive() is False  # just used: nothing to do
+        sent = 0
+        deadline = time.monotonic() + 2.2
+        while time.monotonic() < deadline:
+            sent += kept.keepalive()
+            time.sleep(0.05)
+        assert sent >= 4 and seen.count("NOOP") == sent
+        assert kept.list("/") == []  # idle for twice the server's limit, still logged in
+
+
+def test_noop_keeps_the_control_connection_alive_during_a_long_download(
+    make_server, recorder
+) -> None:
+    server = make_server(_idle_timeout(3.0, during_transfers=True))
+    data = payload(3 * MB // 2, seed=31)  # ~5 s at 300 KiB/s, in bursts ~2 s apart
+    (server.homes["alice"] / "slow.bin").write_bytes(data)
+    seen = recorder(server)
+    with FtpSession(config(server, keepalive=0.3)) as session:
+        sink = io.BytesIO()
+        assert session.download("/slow.bin", sink) == len(data)
+        assert sha(sink.getvalue()) == sha(data)
+        noops = seen.count("NOOP")
+        assert noops >= 2
+        # Every NOOP reply was matched: the session is in step.
+        assert [e.name for e in session.list("/")] == ["slow.bin"]
+        session.noop()
+    assert seen.count("NOOP") == noops + 1
+    # Without keep-alive the server's idle timer cuts the same download.
+    with (
+        FtpSession(config(server, keepalive=0)) as session,
+        pytest.raises((FtpConnectionError, FtpTransferError)),
+    ):
+        session.download("/slow.bin", io.BytesIO())
+
+
+def _noop_answered_after_the_transfer(server: FTPServer) -> None:
+    """Like ``_idle_timeout(3.0, during_transfers=True)``, but NOOPs that arrive during a
+    transfer are answered only after its 226 (servers that queue commands meanwhile)."""
+    _idle_timeout(3.0, during_transfers=True)(server)
+    base = server.handler
+
+    def ftp_NOOP(self, line: str) -> None:
+        if self.data_channel is None:
+            base.ftp_NOOP(self, line)
+        else:
+            self.held_noops = getattr(self, "held_noops", 0) + 1
+            self._idler.reset()  # the server did see a command
+
+    def _on_dtp_close(self) -> None:
+        base._on_dtp_close(self)
+        for _ in range(getattr(self, "held_noops", 0)):
+            self.respond("200 NOOP, answered after the transfer.")
+        self.held_noops = 0
+
+    server.handler = type(
+        "HoldingHandler", (base,), {"ftp_NOOP": ftp_NOOP, "_on_dtp_close": _on_dtp_close}
+    )
+
+
+def test_noop_replies_after_the_transfers_reply_are_matched(make_server, recorder) -> None:
+    server = make_server(_noop_answered_after_the_transfer)
+    data = payload(3 * MB // 2, seed=32)
+    (server.homes["alice"] / "slow.bin").write_bytes(data)
+    seen = recorder(server)
+    with FtpSession(config(server, keepalive=0.3)) as session:
+        sink = io.BytesIO()
+        assert session.download("/slow.bin", sink) == len(data)
+        assert sha(sink.getvalue()) == sha(data)
+        assert seen.count("NOOP") >= 2
+        assert session.size("/slow.bin") == len(data)  # the next reply is SIZE's, in step
+        assert session.alive
+
+
+def test_login_timeout_bounds_the_whole_login(make_server) -> None:
+    server = make_server(_slow_replies)
+    started = time.monotonic()
+    with pytest.raises(FtpConnectionError) as caught:
+        FtpSession(config(server, timeout=5, login_timeout=1.0))
+    assert time.monotonic() - started < 2.5  # not 8 commands x 0.3 s, nor x 5 s
+    assert "logging in took longer" in caught.value.reply.lower()
+    with FtpSession(config(server, timeout=5, login_timeout=10)) as session:
+        session.noop()  # each reply in time, the whole login too
+
+
+def test_connect_timeout_bounds_the_greeting(ftp: FTPServer, fault_proxy_factory) -> None:
+    proxy = fault_proxy_factory(ftp.host, ftp.port)
+    proxy.stall_after(0, seconds=3, direction="down", once=True)
+    started = time.monotonic()
+    with pytest.raises(FtpConnectionError):
+        FtpSession(FtpConfig(host=proxy.host, port=proxy.port, timeout=10, connect_timeout=0.5))
+    assert time.monotonic() - started < 2.5
+
+
+def test_phase_timeouts_and_keepalive_are_checked() -> None:
+    for bad in (
+        {"connect_timeout": 0},
+        {"login_timeout": -1},
+        {"data_timeout": 0},
+        {"keepalive": -1},
+    ):
+        with pytest.raises(ValueError):
+            FtpSession(FtpConfig(**{"host": "127.0.0.1", **bad}))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- browsing

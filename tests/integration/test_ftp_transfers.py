@@ -1,5 +1,6 @@
 """Background FTP transfers: the API, the real Celery worker and real pyftpdlib servers
-(one of them cutting a data connection at 60%), and the claim's per-site limit."""
+(one cutting a data connection at 60%, one receiving slowly), the claim's per-site limit,
+and the per-site runner draining a batch over at most that many logins."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
+from pyftpdlib.handlers import ThrottledDTPHandler
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 
@@ -78,6 +81,75 @@ def cutting(cutting_server: FTPServer) -> Iterator[FTPServer]:
     yield cutting_server
     Cut.download = None
     Cut.upload = None
+
+
+@pytest.fixture(scope="module")
+def slow_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
+    """Sends at 512 KiB/s, so a 3 MiB download runs long enough to be paused."""
+    server = FTPServer(cert=peer_cert)
+    server.handler.dtp_handler = type(
+        "SlowDTP", (ThrottledDTPHandler,), {"write_limit": 512 * 1024}
+    )
+    server.handler.use_sendfile = False  # sendfile would bypass the throttle
+    for name, password in USERS.items():
+        server.add_user(name, password)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def logins(monkeypatch: pytest.MonkeyPatch):
+    """logins(server) -> the list of user names that log in to that server from now on."""
+
+    def attach(server: FTPServer) -> list[str]:
+        seen: list[str] = []
+        original = server.handler.on_login
+
+        def on_login(self, username: str) -> None:
+            seen.append(username)
+            return original(self, username)
+
+        monkeypatch.setattr(server.handler, "on_login", on_login)
+        return seen
+
+    return attach
+
+
+def queue_batch(api, site: FtpSite, files: dict[str, bytes], tmp_path, downloads=()) -> list[int]:
+    """Upload transfers of ``files`` (and downloads of ``downloads``) created in one
+    transaction, so the worker finds them all queued at once: [ids in creation order]."""
+    ids = []
+    with transaction.atomic():  # tasks are enqueued when this commits
+        for name, data in files.items():
+            source = tmp_path / name
+            source.write_bytes(data)
+            with open(source, "rb") as file:
+                created = api.post(
+                    "/api/v1/ftp/transfers/",
+                    {"kind": "upload", "site": site.pk, "path": "/in/", "file": file},
+                    format="multipart",
+                )
+            assert created.status_code == 201, created.content
+            ids.append(created.json()["id"])
+        for path in downloads:
+            created = api.post(
+                "/api/v1/ftp/transfers/",
+                {"kind": "download", "site": site.pk, "path": path},
+                format="json",
+            )
+            assert created.status_code == 201, created.content
+            ids.append(created.json()["id"])
+    return ids
+
+
+def wait_until(check, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout}s")
 
 
 # --------------------------------------------------------------------------- through the worker
@@ -350,6 +422,105 @@ def test_crlf_in_path_is_400(ftp, alice, api_as):
     assert refused.status_code == 400
 
 
+# --------------------------------------------------------------------------- the site's runner
+
+
+def test_a_queued_batch_is_drained_over_at_most_the_limits_logins(
+    celery_worker, ftp, alice, api_as, tmp_path, logins
+):
+    home = ftp.homes["alice"]
+    (home / "in").mkdir()
+    files = {f"f{n:02d}.bin": payload(1000 + 4099 * n, seed=100 + n) for n in range(40)}
+    remote = {f"/d{n}.bin": payload(300_000 + n, seed=200 + n) for n in range(3)}
+    for path, data in remote.items():
+        (home / path.lstrip("/")).write_bytes(data)
+    site = make_site(alice, ftp)
+    seen = logins(ftp)
+    ids = queue_batch(api_as(alice), site, files, tmp_path, downloads=remote)
+
+    rows = [wait_finished(transfer_id) for transfer_id in ids]
+    assert [row.state for row in rows] == ["done"] * len(ids), [r.last_error for r in rows]
+    assert 1 <= len(seen) <= transfers.per_site_limit()  # not one login per transfer
+    for name, data in files.items():
+        assert sha((home / "in" / name).read_bytes()) == sha(data)
+    assert sorted(p.name for p in (home / "in").iterdir()) == sorted(files)
+    for row, data in zip(rows, [*files.values(), *remote.values()], strict=True):
+        assert row.sha256 == sha(data) and row.bytes_done == len(data) and row.attempts == 1
+    for row in rows[-len(remote) :]:
+        assert transfers.transfer_file_path(transfer=row).read_bytes() == remote[row.path]
+
+
+def test_pause_and_cancel_in_the_middle_of_a_drained_batch(
+    celery_worker, slow_server, alice, api_as, tmp_path, logins
+):
+    slow_server.clear_homes()
+    home = slow_server.homes["alice"]
+    small = {f"/s{n}.bin": payload(5000 + n, seed=300 + n) for n in range(6)}
+    big = {"/paused.bin": payload(3 * MB, seed=400), "/cancelled.bin": payload(3 * MB, seed=401)}
+    remote = {**dict(list(small.items())[:3]), **big, **dict(list(small.items())[3:])}
+    for path, data in remote.items():
+        (home / path.lstrip("/")).write_bytes(data)
+    site = make_site(alice, slow_server)
+    seen = logins(slow_server)
+    api = api_as(alice)
+    ids = dict(zip(remote, queue_batch(api, site, {}, tmp_path, downloads=remote), strict=True))
+
+    def under_way(path: str) -> bool:
+        row = Transfer.objects.get(pk=ids[path])
+        return row.state == "running" and row.bytes_done > 0
+
+    wait_until(lambda: under_way("/paused.bin"))
+    paused = api.post(f"/api/v1/ftp/transfers/{ids['/paused.bin']}/pause/")
+    assert paused.json()["state"] == "paused"
+    wait_until(lambda: under_way("/cancelled.bin"))
+    cancelled = api.post(f"/api/v1/ftp/transfers/{ids['/cancelled.bin']}/cancel/")
+    assert cancelled.json()["state"] == "cancelled"
+
+    for path, data in small.items():  # the runners went on with the rest of the batch
+        row = wait_finished(ids[path])
+        assert row.state == "done", row.last_error
+        assert transfers.transfer_file_path(transfer=row).read_bytes() == data
+    row = Transfer.objects.get(pk=ids["/paused.bin"])
+    assert row.state == "paused" and 0 < row.bytes_done < 3 * MB
+    # The partial file is kept to resume from (it may be whole if the pause came within the
+    # last progress tick: the resume then only checks it).
+    assert row.bytes_done <= Path(row.local_path).stat().st_size <= 3 * MB
+    row = wait_until(lambda: Transfer.objects.get(pk=ids["/cancelled.bin"]))
+    assert row.state == "cancelled"
+    wait_until(lambda: not Path(row.local_path).exists())  # a cancel leaves nothing behind
+    assert len(seen) <= transfers.per_site_limit()
+
+    resumed = api.post(f"/api/v1/ftp/transfers/{ids['/paused.bin']}/resume/")
+    assert resumed.json()["state"] == "queued"
+    row = wait_finished(ids["/paused.bin"])
+    assert row.state == "done", row.last_error
+    assert row.attempts >= 2 and row.sha256 == sha(big["/paused.bin"])
+    assert transfers.transfer_file_path(transfer=row).read_bytes() == big["/paused.bin"]
+
+
+def test_a_cut_upload_in_a_batch_resumes_and_the_runner_goes_on(
+    celery_worker, cutting, alice, api_as, tmp_path, logins
+):
+    home = cutting.homes["alice"]
+    (home / "in").mkdir()
+    files = {f"a{n}.bin": payload(20_000 + n, seed=500 + n) for n in range(4)}
+    files["cut.bin"] = payload(MB + 3, seed=510)
+    files |= {f"b{n}.bin": payload(30_000 + n, seed=520 + n) for n in range(4)}
+    Cut.upload = 600_000  # only cut.bin gets that far
+    site = make_site(alice, cutting)
+    seen = logins(cutting)
+    ids = dict(zip(files, queue_batch(api_as(alice), site, files, tmp_path), strict=True))
+
+    rows = {name: wait_finished(transfer_id) for name, transfer_id in ids.items()}
+    assert Cut.upload is None  # the cut happened
+    for name, data in files.items():
+        assert rows[name].state == "done", rows[name].last_error
+        assert sha((home / "in" / name).read_bytes()) == sha(data) == rows[name].sha256
+    assert rows["cut.bin"].attempts >= 2
+    assert sorted(p.name for p in (home / "in").iterdir()) == sorted(files)
+    assert len(seen) <= transfers.per_site_limit()  # the control connection survived the cut
+
+
 # --------------------------------------------------------------------------- the claim itself
 
 
@@ -379,6 +550,42 @@ def test_per_site_limit_one_never_runs_two_at_once(ftp, alice, settings):
 
     Transfer.objects.filter(pk=first.pk).update(state="done")
     assert transfers.transfer_claim(transfer_id=second.pk)[0] is not None
+
+
+def test_a_runner_passes_its_slot_straight_to_the_sites_next_transfer(ftp, alice, settings):
+    settings.FTP_TRANSFERS_PER_SITE = 1
+    site = make_site(alice, ftp)
+    other = make_site(alice, ftp, name="other")
+    first, second = (
+        Transfer.objects.create(owner=alice, kind="upload", site=site, path=f"/{n}") for n in "ab"
+    )
+    elsewhere = Transfer.objects.create(owner=alice, kind="download", site=other, path="/c")
+    running, _ = transfers.transfer_claim(transfer_id=first.pk)
+
+    following = transfers._claim_next(
+        site_id=site.pk, finish=(running, "done", {"sha256": "0" * 64})
+    )
+    assert following.pk == second.pk and following.state == "running"
+    assert following.attempts == 1 and following.claim == 1
+    assert Transfer.objects.get(pk=first.pk).state == "done"
+    assert Transfer.objects.get(pk=elsewhere.pk).state == "queued"  # not this site's
+
+    # The hand-over takes downloads and uploads only: a queued copy waits...
+    copy = Transfer.objects.create(
+        owner=alice, kind="copy", site=other, path="/c", target_site=site, target_path="/d"
+    )
+    third = Transfer.objects.create(owner=alice, kind="upload", site=site, path="/e")
+    taken = transfers._claim_next(site_id=site.pk, finish=(following, "done", {}))
+    assert taken.pk == third.pk
+    # ...until a runner claims without handing over (its transfer was paused): next in line,
+    # the copy could run, so the runner gives the slot back for the copy's task to take.
+    Transfer.objects.filter(pk=third.pk).update(state="paused")
+    fourth = Transfer.objects.create(owner=alice, kind="upload", site=site, path="/f")
+    assert transfers._claim_next(site_id=site.pk, finish=None) is None
+    assert transfers.transfer_claim(transfer_id=copy.pk)[0] is not None
+    # The site is full again: nothing more is claimed.
+    assert transfers._claim_next(site_id=site.pk, finish=None) is None
+    assert Transfer.objects.get(pk=fourth.pk).state == "queued"
 
 
 def test_concurrent_claims_respect_the_limit(ftp, alice, settings):
@@ -417,8 +624,14 @@ def test_sweeper_queues_a_transfer_whose_worker_died(ftp, alice, settings):
     claimed, _ = transfers.transfer_claim(transfer_id=row.pk)
     old = timezone.now() - timedelta(seconds=transfers.lease_seconds() + 5)
     Transfer.objects.filter(pk=row.pk).update(heartbeat_at=old)
-    fresh = Transfer.objects.create(owner=alice, kind="download", site=site, path="/g")
-    transfers.transfer_claim(transfer_id=fresh.pk)
+    # Two live transfers fill the site (the worker's limit is 2), so a worker picking up
+    # what the sweeper enqueues finds it busy and leaves the row to this test.
+    fresh, other = (
+        Transfer.objects.create(owner=alice, kind="download", site=site, path=f"/{n}") for n in "gh"
+    )
+    for live in (fresh, other):
+        transfers.transfer_claim(transfer_id=live.pk)
+    settings.FTP_TRANSFERS_PER_SITE = 3
     settings.CELERY_TASK_ALWAYS_EAGER = False
     assert transfers.transfers_sweep_stale() == 1
     assert Transfer.objects.get(pk=row.pk).state == "queued"
