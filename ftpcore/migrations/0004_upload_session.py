@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("ftpcore", "0002_transfer"),
+        ("ftpcore", "0003_transfer_runner"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
