@@ -250,4 +250,8 @@ class OutgoingMessageCreateSerializer(serializers.Serializer):
         help_text="inline: the original's attachments travel along; "
         "attachment: the whole original as a message/rfc822 part.",
     )
+    forward_attachments = serializers.BooleanField(
+        default=True,
+        help_text="An inline forward carries the original's attachments; false leaves them out.",
+    )
     send_at = serializers.DateTimeField(required=False, allow_null=True)
