@@ -4,11 +4,12 @@ Celery worker into the aiosmtpd peer, and the original's flag on the real Doveco
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from playwright.sync_api import expect
 
-from mailcore.models import Mailbox, Message
+from mailcore.models import Draft, Mailbox, Message
 from tests.browser.test_compose_ui import _parsed, _plain, _tokens
 from tests.browser.test_compose_ui import account as account
 from tests.browser.test_compose_ui import no_script_errors as no_script_errors
@@ -52,6 +53,8 @@ def test_a_reply_from_the_reading_pane_threads_and_marks_the_original_answered(
     page.get_by_role("button", name="Reply", exact=True).click()
     expect(page.locator("#compose-title")).to_have_text("Reply")
     expect(page.locator("#compose-forward")).to_be_hidden()
+    expect(page.locator("#compose-rich")).to_contain_text("Carol Sender wrote:")
+    expect(page.locator("#compose-rich")).to_be_focused()
     page.keyboard.type("Looks right to me.")
     page.keyboard.press("Control+Enter")
     expect(page.locator("#compose-dialog")).to_be_hidden()
@@ -185,3 +188,39 @@ def test_a_message_in_the_drafts_folder_opens_in_compose(
     page.locator(".mail-row", has_text="Half-written plan").dblclick()
     expect(page.locator("#compose-dialog")).to_be_visible()
     expect(page.locator("#compose-subject")).to_have_value("Half-written plan")
+
+
+def test_a_forward_saved_as_draft_comes_back_as_the_same_forward(
+    page, alice, account, dovecot, mail_user, smtp, celery_worker
+):
+    original = _seed(
+        dovecot,
+        mail_user,
+        account,
+        subject="Floor plan",
+        attachment=("plan.pdf", PAYLOAD, "application/pdf"),
+    )
+    _log_in(page)
+    _open(page, original)
+    page.get_by_role("button", name="Forward").click()
+    page.locator("#compose-forward-mode").select_option("attachment")
+    page.locator("#compose-to-input").fill("erin@example.org,")
+    expect(page.locator("#compose-saved")).to_have_text(re.compile("^Saved"), timeout=10_000)
+    draft = Draft.objects.get(owner=alice)
+    assert (draft.forward_of_id, draft.forward_mode) == (original.pk, "attachment")
+    page.keyboard.press("Escape")
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+
+    page.goto(f"/mail/?draft={draft.pk}")
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    expect(page.locator("#compose-forward-mode")).to_have_value("attachment")
+    expect(page.locator(".compose-forward-file")).to_contain_text("Floor plan.eml")
+    page.locator("#compose-send").click()
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    [captured] = smtp.wait_for_messages(1, timeout=40)
+    [attached] = list(_parsed(captured).iter_attachments())
+    assert attached.get_content_type() == "message/rfc822"
+    wait_for(
+        lambda: "$Forwarded" in server_flags(account)[original.uid],
+        what="the original to carry $Forwarded on the server",
+    )
