@@ -136,6 +136,8 @@ def test_the_original_is_answered_once_the_reply_is_sent_not_before(
 
     send(client, account, smtp, reply_to_message=message.pk)
     assert "\\Answered" in server_flags(account)[message.uid]
+    [listed] = client.get("/api/v1/mail/outbox/?state=sent").json()["results"]
+    assert (listed["reply_to_message"], listed["forward_of"]) == (message.pk, None)
     message.refresh_from_db()
     assert message.answered
     assert OutgoingMessage.objects.filter(reply_to_message=message, state="sent").count() == 1
