@@ -298,7 +298,11 @@ def message_reply_flags_set(
     for account, mailboxes in by_account.items():
         with _session(account) as session:
             for mailbox in mailboxes:
-                selection = session.select(mailbox.path, readonly=False)
+                try:
+                    selection = session.select(mailbox.path, readonly=False)
+                except imap.ImapCommandError as exc:  # renamed or deleted since the sync
+                    logger.warning("Cannot flag originals in %s: %s", mailbox.path, exc)
+                    continue
                 for flag, messages in wanted[mailbox].items():
                     if flag == FORWARDED and not selection.keeps(flag):
                         continue

@@ -524,9 +524,16 @@
       forwardInclude.checked = forward.include;
       $("compose-forward-include-row").hidden = !inline || !attached.length;
       $("compose-forward-include-text").textContent = attached.length === 1 ? "Include the original's attachment" : `Include the original's ${attached.length} attachments`;
-      const chips = inline
-        ? attached.map((a) => forwardChip(a.filename || "attachment", `${formatSize(a.size || 0)} · from the original`, !forward.include, "i-clip"))
-        : [forwardChip(`${(original.subject || "Forwarded message").trim()}.eml`, `${original.size ? formatSize(original.size) + " · " : ""}the original message${attached.length ? `, with ${attached.length === 1 ? "its attachment" : `its ${attached.length} attachments`}` : ""}`, false, "i-mail")];
+      let chips;
+      if (inline) {
+        chips = attached.map((a) => forwardChip(a.filename || "attachment", `${formatSize(a.size || 0)} · from the original`, !forward.include, "i-clip"));
+      } else {
+        // Named as the server names the part: the subject, else "attachment".
+        const name = `${(original.subject || "").trim() || "attachment"}.eml`;
+        const along = attached.length === 1 ? ", with its attachment" : attached.length ? `, with its ${attached.length} attachments` : "";
+        const size = original.size ? `${formatSize(original.size)} · ` : "";
+        chips = [forwardChip(name, `${size}the original message${along}`, false, "i-mail")];
+      }
       $("compose-forward-files").replaceChildren(...chips);
     }
 
