@@ -104,6 +104,9 @@ def test_a_forward_as_attachment_carries_the_original_as_message_rfc822(
     to.fill("dave@example.org")
     to.press("Enter")
     screenshot("forward-inline")
+    page.set_viewport_size({"width": 390, "height": 800})
+    screenshot("forward-inline-narrow")
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     page.locator("#compose-forward-mode").select_option("attachment")
     expect(chip).to_contain_text("Site photos.eml")
@@ -186,6 +189,12 @@ def test_a_message_in_the_drafts_folder_opens_in_compose(
     expect(page.locator("#compose-dialog")).to_be_hidden()
     # Double-click on the row opens it too (Thunderbird, Roundcube).
     page.locator(".mail-row", has_text="Half-written plan").dblclick()
+    expect(page.locator("#compose-dialog")).to_be_visible()
+    expect(page.locator("#compose-subject")).to_have_value("Half-written plan")
+    page.locator("#compose-close").click()
+    expect(page.locator("#compose-dialog")).to_be_hidden()
+    page.locator("#list-title").click()  # and Enter on the row under the cursor
+    page.keyboard.press("Enter")
     expect(page.locator("#compose-dialog")).to_be_visible()
     expect(page.locator("#compose-subject")).to_have_value("Half-written plan")
 
