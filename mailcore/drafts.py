@@ -28,7 +28,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from mailcore.models import Draft, Identity, MailAccount, Upload
+from mailcore.forwarding import reply_headers
+from mailcore.models import Draft, ForwardMode, Identity, MailAccount, Message, Upload
 from mailcore.outgoing_html import outgoing_html_sanitize
 from mailcore.protocols import imap
 from mailcore.protocols.compose import guess_content_type, html_to_text, make_message_id
@@ -36,14 +37,22 @@ from mailcore.sync import imap_config
 
 PUSH_LEASE = timedelta(minutes=2)
 DRAFT_FLAGS = ("\\Draft", "\\Seen")
-_FIELDS = ("identity", "to", "cc", "bcc", "subject", "text", "html", "in_reply_to")
+_FIELDS = (
+    "identity", "to", "cc", "bcc", "subject", "text", "html", "in_reply_to",
+    "reply_to_message", "forward_of", "forward_mode", "forward_attachments",
+)  # fmt: skip
 
 
-def _checked(*, owner, account: MailAccount, identity: Identity | None, attachments) -> list[int]:
+def _checked(
+    *, owner, account: MailAccount, identity: Identity | None, attachments, originals=()
+) -> list[int]:
     if account.owner_id != owner.pk:
         raise ValueError("account: no such account.")
     if identity is not None and identity.account.owner_id != owner.pk:
         raise ValueError("identity: no such identity.")
+    for original in originals:
+        if original is not None and original.account.owner_id != owner.pk:
+            raise ValueError("reply_to_message / forward_of: no such message.")
     ids = list(dict.fromkeys(int(pk) for pk in attachments or ()))
     if Upload.objects.filter(owner=owner, pk__in=ids).count() != len(ids):
         raise ValueError("attachments: no such upload.")
@@ -63,8 +72,20 @@ def draft_create(
     html: str | None = None,
     attachments: Sequence[int] = (),
     in_reply_to: str | None = None,
+    reply_to_message: Message | None = None,
+    forward_of: Message | None = None,
+    forward_mode: str = ForwardMode.INLINE,
+    forward_attachments: bool = True,
 ) -> Draft:
-    ids = _checked(owner=owner, account=account, identity=identity, attachments=attachments)
+    """A new draft; ``reply_to_message`` / ``forward_of`` are the message answered or
+    forwarded (sent along by the draft's send, see drafts_api)."""
+    ids = _checked(
+        owner=owner,
+        account=account,
+        identity=identity,
+        attachments=attachments,
+        originals=(reply_to_message, forward_of),
+    )
     domain = account.email_address.rpartition("@")[2] or "localhost"
     with transaction.atomic():
         draft = Draft.objects.create(
@@ -79,6 +100,10 @@ def draft_create(
             html=outgoing_html_sanitize(html=html) or "",
             attachments=ids,
             in_reply_to=in_reply_to or "",
+            reply_to_message=reply_to_message,
+            forward_of=forward_of,
+            forward_mode=forward_mode,
+            forward_attachments=forward_attachments,
             message_id=make_message_id(domain.encode("idna").decode("ascii")),
         )
         _push_on_commit(draft.pk)
@@ -97,6 +122,7 @@ def draft_update(*, draft: Draft, account: MailAccount | None = None, **fields) 
         account=account,
         identity=identity,
         attachments=fields.get("attachments", draft.attachments),
+        originals=(fields.get("reply_to_message"), fields.get("forward_of")),
     )
     values = {**fields, "account": account, "attachments": ids}
     if "html" in fields:
@@ -171,8 +197,13 @@ def draft_message(draft: Draft) -> bytes:
     msg.set_raw("Subject", _encoded(draft.subject))
     msg.set_raw("Date", format_datetime(timezone.now()))
     msg.set_raw("Message-ID", draft.message_id)
-    if draft.in_reply_to:
-        msg.set_raw("In-Reply-To", _encoded(draft.in_reply_to))
+    in_reply_to, references = draft.in_reply_to, []
+    if draft.reply_to_message is not None:  # so another client resumes it as a reply too
+        in_reply_to, references = reply_headers(original=draft.reply_to_message)
+    if in_reply_to:
+        msg.set_raw("In-Reply-To", _encoded(in_reply_to))
+    if references:
+        msg.set_raw("References", "\n ".join(_one_line(ref) for ref in references))
     msg.set_content(draft.text or (html_to_text(draft.html) if draft.html else ""))
     if draft.html:
         msg.add_alternative(draft.html, subtype="html")
@@ -244,7 +275,11 @@ def draft_push(*, draft_id: int) -> int:
 
 
 def _push_claimed(draft_id: int, token: str) -> None:
-    draft = Draft.objects.select_related("account", "identity").filter(pk=draft_id).first()
+    draft = (
+        Draft.objects.select_related("account", "identity", "reply_to_message")
+        .filter(pk=draft_id)
+        .first()
+    )
     if draft is None:
         return
     revision = draft.revision

@@ -5,6 +5,7 @@ Another user's draft, account, identity or upload is a 404."""
 from __future__ import annotations
 
 from django.db import transaction
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -14,7 +15,7 @@ from rest_framework.response import Response
 from ftpcore.api import FtpErrorsMixin
 from mailcore import drafts, people, selectors
 from mailcore.api import int_param
-from mailcore.models import Draft, Upload
+from mailcore.models import Draft, ForwardMode, Upload
 from mailcore.outbox_api import OutboxCreateSerializer, PeopleErrorsMixin, outgoing_create
 from mailcore.serializers import (
     OutgoingMessageSerializer,
@@ -29,7 +30,8 @@ class DraftSerializer(serializers.ModelSerializer):
         model = Draft
         fields = [
             "id", "account", "identity", "to", "cc", "bcc", "subject", "text", "html",
-            "attachments", "in_reply_to", "message_id", "revision", "saved_on_server",
+            "attachments", "in_reply_to", "reply_to_message", "forward_of", "forward_mode",
+            "forward_attachments", "message_id", "revision", "saved_on_server",
             "server_mailbox", "server_uid", "server_error", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -52,6 +54,19 @@ class DraftWriteSerializer(serializers.Serializer):
     )
     attachments = serializers.ListField(child=serializers.IntegerField(), required=False)
     in_reply_to = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    reply_to_message = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Id of the message answered."
+    )
+    forward_of = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Id of the message forwarded."
+    )
+    forward_mode = serializers.ChoiceField(choices=ForwardMode.choices, required=False)
+    forward_attachments = serializers.BooleanField(required=False)
+
+
+# What a draft's send takes from the draft when the request does not say (a client that
+# only knows the draft's id still sends a reply as a reply, a forward with its original).
+_REMEMBERED = ("reply_to_message", "forward_of", "forward_mode", "forward_attachments")
 
 
 def _owned(user, data: dict) -> dict:
@@ -63,6 +78,12 @@ def _owned(user, data: dict) -> dict:
         values["identity"] = get_object_or_404(
             people.identity_list(user=user), pk=values["identity"]
         )
+    for field in ("reply_to_message", "forward_of"):
+        if values.get(field) is not None:
+            try:
+                values[field] = selectors.message_get(user=user, message_id=values[field])
+            except Http404:
+                raise serializers.ValidationError({field: "No such message."}) from None
     if values.get("attachments"):
         ids = list(dict.fromkeys(values["attachments"]))
         if Upload.objects.filter(owner=user, pk__in=ids).count() != len(ids):
@@ -125,11 +146,21 @@ class DraftViewSet(
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         """Send the message (the body is the same as POST /mail/outbox/) and delete the
-        draft and its server copy, in one transaction: a refused message keeps its draft."""
+        draft and its server copy, in one transaction: a refused message keeps its draft.
+        A body without reply_to_message, forward_of, forward_mode and forward_attachments
+        takes them from the draft."""
         draft = self.get_object()
         form = OutboxCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        if not any(field in request.data for field in _REMEMBERED):
+            data.update(
+                reply_to_message=draft.reply_to_message_id,
+                forward_of=draft.forward_of_id,
+                forward_mode=draft.forward_mode,
+                forward_attachments=draft.forward_attachments,
+            )
         with transaction.atomic():
-            message = outgoing_create(user=request.user, data=form.validated_data)
+            message = outgoing_create(user=request.user, data=data)
             drafts.draft_delete(draft=draft)
         return Response(OutgoingMessageSerializer(message).data, status=status.HTTP_201_CREATED)

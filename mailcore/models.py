@@ -355,6 +355,13 @@ class OutgoingMessage(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     sent_copy_saved = models.BooleanField(default=False)
     sent_copy_error = models.TextField(blank=True)
+    # The message answered or forwarded: marked \\Answered / $Forwarded once this is sent.
+    reply_to_message = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    forward_of = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -374,6 +381,11 @@ class OutgoingMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject or '(no subject)'} [{self.state}]"
+
+
+class ForwardMode(models.TextChoices):
+    INLINE = "inline"  # the original quoted in the body, its attachments along
+    ATTACHMENT = "attachment"  # the whole original as a message/rfc822 part
 
 
 class Draft(models.Model):
@@ -401,6 +413,15 @@ class Draft(models.Model):
     html = models.TextField(blank=True)  # sanitized; empty for a plain-text draft
     attachments = ArrayField(models.BigIntegerField(), default=list, blank=True)  # Upload ids
     in_reply_to = models.CharField(max_length=998, blank=True)
+    # A reply or forward of a synced message remembers it, for the send (mailcore/forwarding.py).
+    reply_to_message = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    forward_of = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    forward_mode = models.CharField(max_length=16, choices=ForwardMode, default=ForwardMode.INLINE)
+    forward_attachments = models.BooleanField(default=True)  # inline: the original's travel along
     message_id = models.CharField(max_length=998, editable=False)
     revision = models.PositiveIntegerField(default=1)
     server_revision = models.PositiveIntegerField(default=0)

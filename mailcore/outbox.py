@@ -79,8 +79,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from mailcore import people
-from mailcore.models import Identity, MailAccount, OutgoingMessage, Upload
+from mailcore import people, services
+from mailcore.models import Identity, MailAccount, Message, OutgoingMessage, Upload
 from mailcore.protocols import imap
 from mailcore.protocols.compose import (
     AddressError,
@@ -250,9 +250,13 @@ def outbox_create(
     references: list[str] = (),
     forward_attachment: bytes | None = None,
     send_at: datetime | None = None,
+    reply_to_message: Message | None = None,
+    forward_of: Message | None = None,
 ) -> OutgoingMessage:
     """Validate, build the final bytes once, store the row, enqueue after commit.
-    ``forward_attachment`` is a whole message to attach as message/rfc822.
+    ``forward_attachment`` is a whole message to attach as message/rfc822;
+    ``reply_to_message`` / ``forward_of`` (the user's own messages) get \\Answered /
+    $Forwarded once this one is sent.
 
     Raises HeaderInjection (a line break in a header value), AddressError (every bad
     address, with what is wrong), ValueError (no recipients, someone else's objects)."""
@@ -337,6 +341,8 @@ def outbox_create(
             size=len(raw),
             send_at=send_at,
             next_attempt_at=due,
+            reply_to_message=reply_to_message,
+            forward_of=forward_of,
         )
         _publish(message)
         _enqueue_on_commit(message, due)
@@ -787,12 +793,14 @@ class _AccountSender:
                 self.recipients.setdefault(
                     entry["email"].lower(), Address(entry["name"], entry["email"])
                 )
-        if not sent or self.account.incoming_protocol != MailAccount.Protocol.IMAP:
+        if not sent:
             return
-        try:
-            _save_sent_copies(self.account, sent)
-        except Exception:  # the messages are sent whatever happens to the copies
-            logger.exception("Saving the sent copies of %d outgoing messages failed", len(sent))
+        if self.account.incoming_protocol == MailAccount.Protocol.IMAP:
+            try:
+                _save_sent_copies(self.account, sent)
+            except Exception:  # the messages are sent whatever happens to the copies
+                logger.exception("Saving the sent copies of %d outgoing messages failed", len(sent))
+        _mark_originals(sent)
 
     def _collect_contacts(self) -> None:
         if not self.recipients:
@@ -864,6 +872,29 @@ def _save_sent_copies(account: MailAccount, messages: list[OutgoingMessage]) -> 
     return saved
 
 
+def _mark_originals(messages: list[OutgoingMessage]) -> None:
+    """The messages these sent ones answer or forward get \\Answered / $Forwarded (see
+    services.message_reply_flags_set), all in one call. Best effort: a failure is logged
+    and never touches the sent messages."""
+    answered = {m.reply_to_message_id for m in messages if m.reply_to_message_id}
+    forwarded = {m.forward_of_id for m in messages if m.forward_of_id}
+    if not answered and not forwarded:
+        return
+    originals = {
+        m.pk: m
+        for m in Message.objects.select_related("mailbox__account").filter(
+            pk__in=answered | forwarded
+        )
+    }
+    try:
+        services.message_reply_flags_set(
+            answered=[originals[pk] for pk in answered if pk in originals],
+            forwarded=[originals[pk] for pk in forwarded if pk in originals],
+        )
+    except Exception:
+        logger.exception("Flagging the originals of %d sent messages failed", len(messages))
+
+
 def outbox_save_sent_copy(*, message_id: int) -> bool:
     """The Sent copy of one sent message (see ``_save_sent_copies``); False if there is
     nothing to do (not sent, copy already made, no IMAP) or the APPEND failed."""
@@ -891,7 +922,7 @@ def outbox_resolve_unknown(*, message: OutgoingMessage) -> str:
         updated_at=timezone.now(),
     )
     if done:
-        _reload_and_publish(message.pk)
+        _mark_originals([_reload_and_publish(message.pk)])
     return State.SENT
 
 

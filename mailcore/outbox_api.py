@@ -76,21 +76,23 @@ def outgoing_create(*, user, data: dict) -> OutgoingMessage:
         raise ValidationError({"attachments": "No such upload."})
     uploads.sort(key=lambda upload: upload_ids.index(upload.pk))
     in_reply_to, references = data.get("in_reply_to") or None, []
+    answered = forwarded = None
     if data.get("reply_to_message"):
-        original = _original(user, data["reply_to_message"], "reply_to_message")
-        in_reply_to, references = forwarding.reply_headers(original=original)
+        answered = _original(user, data["reply_to_message"], "reply_to_message")
+        in_reply_to, references = forwarding.reply_headers(original=answered)
     forward_attachment = None
     if data.get("forward_of"):
-        original = _original(user, data["forward_of"], "forward_of")
+        forwarded = _original(user, data["forward_of"], "forward_of")
         if data["forward_mode"] == "attachment":
-            forward_attachment = forwarding.forward_raw(original=original)
+            forward_attachment = forwarding.forward_raw(original=forwarded)
     # Files from FTP sites and a forwarded message's attachments become uploads for this
     # message only: gone once it is built.
     sites = ftp_files(user=user, entries=data["ftp_attachments"])
     temporary = ftp_bridge.uploads_create_from_ftp(owner=user, files=sites)
     try:
-        if data.get("forward_of") and forward_attachment is None:
-            temporary += forwarding.forward_uploads(owner=user, original=original)
+        inline = forwarded is not None and forward_attachment is None
+        if inline and data.get("forward_attachments", True):
+            temporary += forwarding.forward_uploads(owner=user, original=forwarded)
         message = outbox.outbox_create(
             owner=user,
             account=account,
@@ -106,6 +108,8 @@ def outgoing_create(*, user, data: dict) -> OutgoingMessage:
             references=references,
             forward_attachment=forward_attachment,
             send_at=data.get("send_at"),
+            reply_to_message=answered,
+            forward_of=forwarded,
         )
     finally:
         for upload in temporary:

@@ -148,6 +148,7 @@ class MessageBulkSerializer(serializers.Serializer):
 from mailcore.models import (  # noqa: E402 — appended section
     Contact,
     ContactGroup,
+    ForwardMode,
     Identity,
     OutgoingMessage,
     Upload,
@@ -217,6 +218,7 @@ class OutgoingMessageSerializer(serializers.ModelSerializer):
             "id", "account", "identity", "state", "attempts", "next_attempt_at", "last_error",
             "sent_at", "message_id", "subject", "to", "cc", "bcc", "send_at", "size",
             "accepted", "refused", "reply", "sent_copy_saved", "created_at",
+            "reply_to_message", "forward_of",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -245,9 +247,13 @@ class OutgoingMessageCreateSerializer(serializers.Serializer):
         required=False, allow_null=True, help_text="Id of the message forwarded."
     )
     forward_mode = serializers.ChoiceField(
-        choices=["inline", "attachment"],
-        default="inline",
+        choices=ForwardMode.choices,
+        default=ForwardMode.INLINE,
         help_text="inline: the original's attachments travel along; "
         "attachment: the whole original as a message/rfc822 part.",
+    )
+    forward_attachments = serializers.BooleanField(
+        default=True,
+        help_text="An inline forward carries the original's attachments; false leaves them out.",
     )
     send_at = serializers.DateTimeField(required=False, allow_null=True)

@@ -277,6 +277,51 @@ def message_flags_set(
         mailbox_counts_refresh(mailbox=mailbox)
 
 
+FORWARDED = "$Forwarded"  # the keyword Thunderbird, Roundcube and Apple Mail set
+
+
+def message_reply_flags_set(
+    *, answered: Sequence[Message] = (), forwarded: Sequence[Message] = ()
+) -> None:
+    """Mark the originals of sent replies \\Answered and of sent forwards $Forwarded, on
+    the server, then in the cache: one IMAP session per account, one SELECT per folder.
+    $Forwarded is a keyword, so it is set only where the folder keeps keywords
+    (PERMANENTFLAGS lists it or \\*); elsewhere it is skipped."""
+    wanted: dict[Mailbox, dict[str, list[Message]]] = defaultdict(lambda: defaultdict(list))
+    for flag, messages in (("\\Answered", answered), (FORWARDED, forwarded)):
+        for message in messages:
+            wanted[message.mailbox][flag].append(message)
+    by_account: dict[MailAccount, list[Mailbox]] = defaultdict(list)
+    for mailbox in wanted:
+        if mailbox.account.incoming_protocol == MailAccount.Protocol.IMAP:
+            by_account[mailbox.account].append(mailbox)
+    for account, mailboxes in by_account.items():
+        with _session(account) as session:
+            for mailbox in mailboxes:
+                try:
+                    selection = session.select(mailbox.path, readonly=False)
+                except imap.ImapCommandError as exc:  # renamed or deleted since the sync
+                    logger.warning("Cannot flag originals in %s: %s", mailbox.path, exc)
+                    continue
+                for flag, messages in wanted[mailbox].items():
+                    if flag == FORWARDED and not selection.keeps(flag):
+                        continue
+                    session.set_flags([m.uid for m in messages], add=[flag])
+                    _reply_flag_cache(flag, messages)
+
+
+def _reply_flag_cache(flag: str, messages: Sequence[Message]) -> None:
+    if flag == "\\Answered":
+        Message.objects.filter(pk__in=[m.pk for m in messages]).update(answered=True)
+        for message in messages:
+            message.answered = True
+        return
+    changed = [m for m in messages if flag not in m.keywords]
+    for message in changed:
+        message.keywords = sorted([*message.keywords, flag])
+    Message.objects.bulk_update(changed, ["keywords"])
+
+
 def message_move(*, messages: Sequence[Message], target: Mailbox) -> None:
     for mailbox, group in _by_mailbox(messages).items():
         if target.account_id != mailbox.account_id:

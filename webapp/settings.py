@@ -170,7 +170,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from our own static files: no CDN, works offline and under a strict CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"SecurityEnum": "mailcore.models.Security"},
+    "ENUM_NAME_OVERRIDES": {
+        "SecurityEnum": "mailcore.models.Security",
+        "ForwardModeEnum": "mailcore.models.ForwardMode",
+    },
 }
 
 CHANNEL_LAYERS = {

@@ -164,6 +164,18 @@ class SelectResult:
     uidnext: int
     exists: int
     highestmodseq: int | None
+    flags: frozenset[str] = frozenset()  # the FLAGS response: flags defined in the folder
+    # PERMANENTFLAGS; None when the server did not send it (RFC 3501 7.1: then every flag
+    # of ``flags`` can be stored permanently). "\\*" means new keywords can be too.
+    permanent_flags: frozenset[str] | None = None
+
+    def keeps(self, flag: str) -> bool:
+        """Whether ``flag`` (a system flag or keyword) can be stored permanently here."""
+        if self.permanent_flags is None:
+            return flag in self.flags
+        return flag in self.permanent_flags or (
+            not flag.startswith("\\") and "\\*" in self.permanent_flags
+        )
 
 
 @dataclass(frozen=True)
@@ -1543,9 +1555,12 @@ class ImapSession:
         reply = self._command(*args)
         codes = dict(reply.codes)
         exists = 0
+        flags: frozenset[str] = frozenset()
         for response in reply.data:
             if _kw(response, 1) == b"EXISTS":
                 exists = _int(response[0])
+            elif _kw(response) == b"FLAGS" and len(response) > 1:
+                flags = _flags(response[1])
         uidnext = _code_int(codes, "UIDNEXT") or self._guess_uidnext(exists)
         modseq = 0 if "NOMODSEQ" in codes else _code_int(codes, "HIGHESTMODSEQ")
         self._selected = _canonical(path)
@@ -1555,6 +1570,8 @@ class ImapSession:
             uidnext=uidnext,
             exists=exists,
             highestmodseq=modseq or None,
+            flags=flags,
+            permanent_flags=_permanent_flags(codes),
         )
         return self._selection
 
@@ -1878,6 +1895,12 @@ def _flag_changes(data: list[list]) -> list[FlagChange]:
 def _code_int(codes: dict[str, str], name: str) -> int:
     value = codes.get(name, "").split(" ", 1)[0]
     return int(value) if value.isdigit() else 0
+
+
+def _permanent_flags(codes: dict[str, str]) -> frozenset[str] | None:
+    if "PERMANENTFLAGS" not in codes:
+        return None
+    return frozenset(codes["PERMANENTFLAGS"].strip().strip("()").split())
 
 
 def _canonical(path: str) -> str:

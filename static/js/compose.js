@@ -2,7 +2,10 @@
 // the live outbox page (templates/mail/outbox.html). Sends through /api/v1/mail/outbox/.
 // Other scripts open the dialog with
 //   document.dispatchEvent(new CustomEvent("satchel:compose", {detail: {action, id, account}}))
-// where action is "new" | "reply" | "replyAll" | "forward" and id the open message's id.
+// where action is "new" | "reply" | "replyAll" | "forward" and id the open message's id, or
+// action "draft" with id a message of a Drafts folder (or draft: the id of one of ours).
+// A reply sends reply_to_message (the server sets In-Reply-To and References from it), a
+// forward forward_of with forward_mode and forward_attachments; drafts remember them.
 (function () {
   "use strict";
 
@@ -113,7 +116,10 @@
     let identities = [];
     let groups = [];
     let peopleLoaded = null;
-    let inReplyTo = null;
+    let inReplyTo = null; // a resumed draft's In-Reply-To, when it does not know the message
+    let answering = null; // the id of the message answered
+    // The message forwarded: its id, its details (for its attachments), how it goes along.
+    const forward = { of: null, original: null, mode: "inline", include: true, filled: null };
     let files = []; // {file, id, row, bar, xhr, done, failed}
     let sending = false;
 
@@ -486,6 +492,94 @@
       if (event.dataTransfer && event.dataTransfer.files.length) addFiles(event.dataTransfer.files);
     });
 
+    // Forward ---------------------------------------------------------------------------
+    // Inline: the original quoted in the text, its attachments along (unless unticked).
+    // As attachment: the whole original as one .eml part, the text left to the user.
+
+    const forwardBox = $("compose-forward");
+    const forwardMode = $("compose-forward-mode");
+    const forwardInclude = $("compose-forward-include");
+
+    function svgIcon(name) {
+      const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+      svg.setAttribute("class", "icon");
+      svg.setAttribute("aria-hidden", "true");
+      const use = document.createElementNS("http://www.w3.org/2000/svg", "use");
+      use.setAttribute("href", `#${name}`);
+      svg.append(use);
+      return svg;
+    }
+
+    function forwardChip(name, detail, excluded, iconName) {
+      return el("li", { class: "compose-forward-file" + (excluded ? " excluded" : ""), title: name }, svgIcon(iconName), el("span", { class: "name", text: name }), el("span", { class: "muted", text: detail }));
+    }
+
+    function renderForward() {
+      forwardBox.hidden = !forward.of;
+      if (!forward.of) return;
+      const original = forward.original || {};
+      const attached = original.attachments || [];
+      const inline = forward.mode === "inline";
+      forwardMode.value = forward.mode;
+      forwardInclude.checked = forward.include;
+      $("compose-forward-include-row").hidden = !inline || !attached.length;
+      $("compose-forward-include-text").textContent = attached.length === 1 ? "Include the original's attachment" : `Include the original's ${attached.length} attachments`;
+      let chips;
+      if (inline) {
+        chips = attached.map((a) => forwardChip(a.filename || "attachment", `${formatSize(a.size || 0)} · from the original`, !forward.include, "i-clip"));
+      } else {
+        // Named as the server names the part: the subject, else "attachment".
+        const name = `${(original.subject || "").trim() || "attachment"}.eml`;
+        const along = attached.length === 1 ? ", with its attachment" : attached.length ? `, with its ${attached.length} attachments` : "";
+        const size = original.size ? `${formatSize(original.size)} · ` : "";
+        chips = [forwardChip(name, `${size}the original message${along}`, false, "i-mail")];
+      }
+      $("compose-forward-files").replaceChildren(...chips);
+    }
+
+    // The body as filled for this mode; kept to tell whether the user has written in it.
+    function fillForwardBody() {
+      editor.setContent({ text: forward.mode === "inline" && forward.original ? forwarded(forward.original) : "" });
+      forward.filled = JSON.stringify(editor.value());
+    }
+
+    forwardMode.addEventListener("change", () => {
+      forward.mode = forwardMode.value;
+      // An untouched body follows the mode (Thunderbird: a forward as attachment starts empty).
+      if (forward.filled === JSON.stringify(editor.value())) fillForwardBody();
+      renderForward();
+      markDirty();
+    });
+    forwardInclude.addEventListener("change", () => {
+      forward.include = forwardInclude.checked;
+      renderForward();
+      markDirty();
+    });
+
+    function setForward(values) {
+      forward.of = values.of || null;
+      forward.original = values.original || null;
+      forward.mode = values.mode || "inline";
+      forward.include = values.include !== false;
+      forward.filled = null;
+      renderForward();
+    }
+
+    // The original of a resumed forward, for its attachments' chips (best effort).
+    async function loadForwardOriginal() {
+      if (!forward.of || forward.original) return;
+      const of = forward.of;
+      const original = await api(`mail/messages/${of}/`).catch(() => null);
+      if (original && forward.of === of) {
+        forward.original = original;
+        renderForward();
+      }
+    }
+
+    function originalFields() {
+      return { reply_to_message: answering, forward_of: forward.of, forward_mode: forward.mode, forward_attachments: forward.include };
+    }
+
     // Errors ----------------------------------------------------------------------------
 
     function clearError(name) {
@@ -598,6 +692,7 @@
         html: body.html || "",
         attachments: files.filter((f) => f.done).map((f) => f.id),
         in_reply_to: inReplyTo || "",
+        ...originalFields(),
       };
     }
 
@@ -692,9 +787,11 @@
       subject.value = saved.subject || "";
       editor.setContent({ html: saved.html, text: saved.text });
       inReplyTo = saved.in_reply_to || null;
+      answering = saved.reply_to_message || null;
+      setForward({ of: saved.forward_of, mode: saved.forward_mode, include: saved.forward_attachments });
       $("compose-title").textContent = "Draft";
       show();
-      await addUploads(saved.attachments || []);
+      await Promise.all([addUploads(saved.attachments || []), loadForwardOriginal()]);
       draft.id = saved.id;
       settle();
       showSaved(`Saved ${clockTime(saved.updated_at)}`);
@@ -791,6 +888,8 @@
       files = [];
       filesList.replaceChildren();
       inReplyTo = null;
+      answering = null;
+      setForward({});
       later.hidden = true;
       laterToggle.setAttribute("aria-expanded", "false");
       sendAt.value = "";
@@ -839,12 +938,14 @@
       if (identity) fromSelect.value = `i:${identity.id}:${identity.account}`;
       if (action === "forward") {
         subject.value = prefixed("Fwd", message.subject);
-        editor.setContent({ text: forwarded(message) });
+        setForward({ of: message.id, original: message });
+        fillForwardBody();
         fields.to.input.focus();
       } else {
         subject.value = prefixed("Re", message.subject);
         editor.setContent({ text: quote(message) });
         inReplyTo = message.message_id || null;
+        answering = message.id;
         const replyTo = header(message, "reply-to");
         if (replyTo) addToken("to", replyTo);
         else addToken("to", mailbox(message.sender));
@@ -906,6 +1007,7 @@
         ...editor.value(),
         attachments: files.map((f) => f.id),
         in_reply_to: inReplyTo,
+        ...originalFields(),
       };
       if (scheduled) {
         if (!sendAt.value) {
@@ -947,6 +1049,8 @@
         subject: subject.value,
         body: editor.value(),
         inReplyTo,
+        answering,
+        forward: { ...forward },
         title: $("compose-title").textContent,
       };
     }
@@ -959,6 +1063,8 @@
       subject.value = copy.subject;
       editor.setContent(copy.body);
       inReplyTo = copy.inReplyTo;
+      answering = copy.answering;
+      setForward(copy.forward);
       $("compose-title").textContent = copy.title;
       show();
       editor.focus();

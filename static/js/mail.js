@@ -1175,6 +1175,14 @@
     openRow(row);
   });
 
+  // A draft opens in the compose dialog on double-click, as in Thunderbird and Roundcube
+  // (Enter and o too; a single click shows it here, with an "Edit draft" button).
+  spacer.addEventListener("dblclick", (event) => {
+    const node = event.target.closest(".mail-row");
+    const row = node && state.rows[state.rowIndex.get(node.dataset.key)];
+    if (row && isDraft(row.msg) && !event.target.closest(".row-check, .row-flag")) editDraft(row.msg.id);
+  });
+
   $("select-all").addEventListener("change", (event) => {
     if (event.target.checked) for (const message of state.items) state.selected.add(message.id);
     else state.selected.clear();
@@ -1536,6 +1544,17 @@
         el("time", { class: "msg-date muted", datetime: detail.date, title: fullFormat.format(date), text: headerFormat.format(date) })
       )
     );
+    if (isDraft(detail)) {
+      article.prepend(
+        el(
+          "div",
+          { class: "draft-bar", role: "note" },
+          icon("i-drafts"),
+          el("span", { text: "This is a draft: it has not been sent." }),
+          el("button", { type: "button", class: "primary draft-edit", onclick: () => editDraft(detail.id), text: "Edit draft" })
+        )
+      );
+    }
     if (attachments.length) {
       const ftpJobs = el("div", { class: "fp-jobs" });
       article.append(
@@ -1638,6 +1657,16 @@
     if (bar) bar.remove();
     const frame = readerScroll.querySelector(".msg-frame");
     if (frame && reader.detail) frame.src = bodyUrl(reader.detail.id, true);
+  }
+
+  function isDraft(message) {
+    const mailbox = message && state.mailboxes.get(message.mailbox);
+    return Boolean(mailbox && mailbox.role === "drafts");
+  }
+
+  // compose.js resumes our own draft (same Message-ID) or fills the dialog from the message.
+  function editDraft(id) {
+    document.dispatchEvent(new CustomEvent("satchel:compose", { detail: { action: "draft", id } }));
   }
 
   // Compose (static/js/compose.js listens): a new message, or a reply to / forward of the open one.
@@ -1885,6 +1914,7 @@
         if (index < 0) return;
         event.preventDefault();
         openRow(state.rows[index]);
+        if (isDraft(state.rows[index].msg)) editDraft(state.rows[index].msg.id);
         break;
       }
       case "x": {
