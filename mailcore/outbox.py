@@ -36,9 +36,11 @@ States (``OutgoingMessage.State``)::
   itself, or an earlier partial run, would have put it — and marks the row ``sent`` if it is
   there; otherwise the row stays ``unknown`` and the user decides (``outbox_retry`` sends it
   again on purpose).
-- ``body_sent`` is committed right BEFORE the final "." is written (the engine's
-  ``before_dot`` hook; the same commit writes the previous message's outcome, so a message
-  costs one commit); if that commit fails or the claim is gone (the sweeper took the row
+- ``body_sent`` is committed BEFORE the final "." is written: the statement is sent to
+  PostgreSQL as the mail transaction begins (``webapp.pending_statement``, so its round
+  trip overlaps the SMTP envelope's) and the engine's ``before_dot`` hook waits for its
+  answer; the same commit writes the previous message's outcome, so a message costs one
+  commit. If that commit fails or the claim is gone (the sweeper took the row
   back, or the user cancelled it), the dot never goes out. So a worker killed at any
   instruction leaves either ``body_sent`` false — the server cannot have the message — or
   true — it may. ``outbox_sweep_stale`` (beat) finds rows whose lease expired: the former
@@ -103,6 +105,7 @@ from mailcore.protocols.smtp import (
 )
 from mailcore.sync import imap_config
 from webapp.events.publish import event_publish, user_group
+from webapp.pending_statement import PendingStatement
 
 logger = logging.getLogger(__name__)
 
@@ -507,10 +510,12 @@ SELECT id, mark, set_config('synchronous_commit', 'off', true) FROM ({written}) 
 """
 
 
-def _record(outcomes: list[_Outcome], *, token: str, handover: int | None) -> tuple[set[int], bool]:
+def _record_start(outcomes: list[_Outcome], *, token: str, handover: int | None):
     """ONE statement, one commit: write the finished attempts, only where this claim
     still holds the row, and with ``handover`` mark that message's body as possibly
-    delivered from now on. Returns the ids written and whether the mark was.
+    delivered from now on. The statement is sent now and answered later (its round trip
+    overlaps the SMTP envelope's): the returned function waits for it and returns the ids
+    written and whether the mark was.
 
     The commit does not wait for the WAL to reach the disk (``synchronous_commit`` off
     for this transaction): it is visible to every other session at once and survives
@@ -542,14 +547,16 @@ def _record(outcomes: list[_Outcome], *, token: str, handover: int | None) -> tu
         params += [handover, State.SENDING, token]
         selects.append("SELECT id, true AS mark FROM marked")
     if not ctes:
-        return set(), True
+        return lambda: (set(), True)
     sql = _RECORD_SQL.format(ctes=", ".join(ctes), written=" UNION ALL ".join(selects))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        found = cursor.fetchall()
-    return {pk for pk, mark, _ in found if not mark}, handover is None or any(
-        mark for _, mark, _ in found
-    )
+    statement = PendingStatement(sql, params)
+
+    def answer() -> tuple[set[int], bool]:
+        found = [(int(pk), mark == "t") for pk, mark, _ in statement.rows()]
+        written = {pk for pk, mark in found if not mark}
+        return written, handover is None or any(mark for _, mark in found)
+
+    return answer
 
 
 # --------------------------------------------------------------------------- sending
@@ -651,8 +658,9 @@ class _AccountSender:
     """One run over one account's due messages: claim a batch, send it message after
     message over one session, claim the next, until none is due (or _DRAIN_SECONDS).
 
-    Per message it costs one commit, made right before the final dot: it marks this
-    message's body as possibly delivered and writes the previous outcomes with it.
+    Per message it costs one commit, sent as the message's mail transaction begins and
+    waited for right before its final dot: it marks this message's body as possibly
+    delivered and writes the previous outcomes with it.
     Events go out in bulk, every _PUBLISH_EVERY seconds and after each batch, one per
     message changed since the last time (its latest state: a message that was claimed
     and sent in between only says "sent")."""
@@ -731,8 +739,12 @@ class _AccountSender:
     def _attempt(
         self, message: OutgoingMessage, token: str, pending: list[_Outcome]
     ) -> _Outcome | None:
+        # The mark (with the previous outcomes) goes to PostgreSQL now; the dot waits for
+        # its commit, which by then has usually long arrived.
+        recorded = self._flush_start(pending, token, handover=message.pk)
+
         def before_dot() -> None:
-            if not self._flush(pending, token, handover=message.pk):
+            if not recorded():
                 raise _ClaimLost
 
         assert self.session is not None
@@ -747,6 +759,8 @@ class _AccountSender:
             return None  # the sweeper re-queued it: not ours to send or record
         except (SmtpError, ValueError) as exc:
             return _error_outcome(message, exc)
+        finally:
+            recorded()  # answered before the connection is used for anything else
         return _Outcome(
             message,
             State.SENT,
@@ -757,18 +771,36 @@ class _AccountSender:
         )
 
     def _flush(self, pending: list[_Outcome], token: str, *, handover: int | None) -> bool:
-        written, marked = _record(pending, token=token, handover=handover)
-        for outcome in pending:
+        return self._flush_start(pending, token, handover=handover)()
+
+    def _flush_start(self, pending: list[_Outcome], token: str, *, handover: int | None):
+        """Send the outcomes (and the mark) now; the returned function waits for the
+        answer once, applies what was written and says whether the mark was."""
+        outcomes = list(pending)
+        pending.clear()
+        answer = _record_start(outcomes, token=token, handover=handover)
+        marked: bool | None = None
+
+        def recorded() -> bool:
+            nonlocal marked
+            if marked is None:
+                marked = False  # should the answer fail, nothing is applied twice
+                written, marked = answer()
+                self._apply(outcomes, written)
+            return marked
+
+        return recorded
+
+    def _apply(self, outcomes: list[_Outcome], written: set[int]) -> None:
+        for outcome in outcomes:
             if outcome.message.pk in written:
                 outcome.apply()
                 self.states[outcome.message.pk] = outcome.state
                 self.unpublished[outcome.message.pk] = outcome.message
                 if outcome.state == State.SENT:
                     self.sent.append(outcome.message)
-        pending.clear()
         if time.monotonic() - self.published_at >= self._PUBLISH_EVERY:
             self._publish()
-        return marked
 
     def _publish(self) -> None:
         _publish_many(list(self.unpublished.values()))
