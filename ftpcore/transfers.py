@@ -31,14 +31,13 @@ that site takes it next, and a runner or copy that gives its slot back enqueues 
 ones of its sites again (the sweeper does so too, should that kick be lost).
 
 Events: ``transfer.progress`` on each state change and progress tick. A worker sends them
-from one thread with a lasting connection (``_EventSender``); a transfer claimed by a runner
+from one thread with a lasting connection (``webapp.events.sender``); a transfer claimed by a runner
 is announced as running only at its first tick, so a batch of tiny files sends one event
 per file (done), and events of one transfer still pending collapse into the latest.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -53,7 +52,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -62,7 +60,8 @@ from django.utils import timezone
 from ftpcore.models import FtpSite, Transfer
 from ftpcore.protocols import ftp
 from ftpcore.services import ftp_config, resolve_path
-from webapp.events.publish import event_publish, user_group
+from webapp.events.publish import event_publish
+from webapp.events.sender import event_enqueue, event_sender
 
 State = Transfer.State
 Kind = Transfer.Kind
@@ -123,71 +122,10 @@ def _publish(transfer: Transfer, **figures: float | None) -> None:
     )
 
 
-class _EventSender(threading.Thread):
-    """A worker's transfer events, sent by one thread over a lasting event loop (so a lasting
-    Redis connection): ``event_publish`` from sync code builds a loop and a connection per
-    event (~3 ms), which a runner finishing hundreds of small files would wait for. Events
-    of one transfer that are still pending collapse into the latest."""
-
-    def __init__(self) -> None:
-        super().__init__(name="transfer-events", daemon=True)
-        self.pending: dict[int, tuple[int, dict[str, Any]]] = {}
-        self.changed = threading.Condition()
-        self.sending = False
-        self.start()
-
-    def put(self, user_id: int, event: dict[str, Any]) -> None:
-        with self.changed:
-            transfer_id = event["transfer"]["id"]
-            self.pending.pop(transfer_id, None)  # re-inserted last: order of the latest
-            self.pending[transfer_id] = (user_id, event)
-            self.changed.notify_all()
-
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait (a bounded time) until everything put so far was sent."""
-        with self.changed:
-            self.changed.wait_for(lambda: not self.pending and not self.sending, timeout)
-
-    def run(self) -> None:
-        loop = asyncio.new_event_loop()
-        while True:
-            with self.changed:
-                self.sending = False
-                self.changed.notify_all()
-                self.changed.wait_for(lambda: bool(self.pending))
-                batch = list(self.pending.values())
-                self.pending.clear()
-                self.sending = True
-            loop.run_until_complete(self._send(batch))
-
-    @staticmethod
-    async def _send(batch: list[tuple[int, dict[str, Any]]]) -> None:
-        layer = get_channel_layer()
-        for user_id, event in batch:
-            # Live events are a courtesy (the row is the truth): a Redis hiccup loses some.
-            with contextlib.suppress(Exception):
-                await layer.group_send(
-                    user_group(user_id), {"type": "satchel.event", "event": event}
-                )
-
-
-_sender: _EventSender | None = None
-_sender_lock = threading.Lock()
-
-
-def _events() -> _EventSender:
-    global _sender
-    with _sender_lock:
-        if _sender is None or not _sender.is_alive():
-            _sender = _EventSender()
-        return _sender
-
-
 def _announce(transfer: Transfer, **figures: float | None) -> None:
     """From a worker: the row as it is now, sent once the current transaction commits."""
     event = {"type": "transfer.progress", "transfer": transfer_event(transfer, **figures)}
-    user_id = transfer.owner_id
-    transaction.on_commit(lambda: _events().put(user_id, event))
+    event_enqueue(user_id=transfer.owner_id, event=event, key=("transfer", transfer.pk))
 
 
 # Local files ------------------------------------------------------------------------------
@@ -727,7 +665,7 @@ def transfer_run(*, transfer_id: int) -> str:
         if outcome is not None:
             _finish(row, outcome[0], **outcome[1])
         _kick_site_queue(_site_ids(row))
-        _events().flush()
+        event_sender().flush()
     else:
         _run_site(row)
     return Transfer.objects.get(pk=transfer_id).state
@@ -758,7 +696,7 @@ def _run_site(row: Transfer) -> None:
         session.close()
         _quick_commits(False)
         _kick_site_queue([site_id])
-        _events().flush()
+        event_sender().flush()
 
 
 def _quick_commits(on: bool) -> None:
@@ -1113,5 +1051,5 @@ def transfers_sweep_stale() -> int:
     site_ids = set(queued.values_list("site_id", flat=True).distinct())
     site_ids |= set(queued.exclude(target_site=None).values_list("target_site_id", flat=True))
     _kick_site_queue(sorted(site_ids))
-    _events().flush()
+    event_sender().flush()
     return count

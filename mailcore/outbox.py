@@ -36,9 +36,11 @@ States (``OutgoingMessage.State``)::
   itself, or an earlier partial run, would have put it — and marks the row ``sent`` if it is
   there; otherwise the row stays ``unknown`` and the user decides (``outbox_retry`` sends it
   again on purpose).
-- ``body_sent`` is committed right BEFORE the final "." is written (the engine's
-  ``before_dot`` hook; the same commit writes the previous message's outcome, so a message
-  costs one commit); if that commit fails or the claim is gone (the sweeper took the row
+- ``body_sent`` is committed BEFORE the final "." is written: the statement is sent to
+  PostgreSQL as the mail transaction begins (``webapp.pending_statement``, so its round
+  trip overlaps the SMTP envelope's) and the engine's ``before_dot`` hook waits for its
+  answer; the same commit writes the previous message's outcome, so a message costs one
+  commit. If that commit fails or the claim is gone (the sweeper took the row
   back, or the user cancelled it), the dot never goes out. So a worker killed at any
   instruction leaves either ``body_sent`` false — the server cannot have the message — or
   true — it may. ``outbox_sweep_stale`` (beat) finds rows whose lease expired: the former
@@ -58,14 +60,10 @@ States (``OutgoingMessage.State``)::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import queue
 import random
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,7 +71,6 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 import redis
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -102,7 +99,9 @@ from mailcore.protocols.smtp import (
     SmtpUnknownOutcome,
 )
 from mailcore.sync import imap_config
-from webapp.events.publish import event_publish, user_group
+from webapp.events.publish import event_publish
+from webapp.events.sender import event_enqueue, event_sender
+from webapp.pending_statement import PendingStatement
 
 logger = logging.getLogger(__name__)
 
@@ -147,59 +146,10 @@ def _reload_and_publish(message_id: int) -> OutgoingMessage:
 
 
 def _publish_many(messages: list[OutgoingMessage]) -> None:
-    """``_publish`` for each message, after commit, through ``_EventSender``."""
-    events = [(m.owner_id, {"type": "outbox.state", "message": message_event(m)}) for m in messages]
-    if events:
-        transaction.on_commit(partial(_event_sender().put, events))
-
-
-class _EventSender:
-    """A daemon thread that publishes events in order on ONE long-lived event loop: a
-    channel-layer send then costs ~0.3 ms instead of ~3 ms (``async_to_sync`` sets up a
-    loop and Redis connections per call), and it runs while the sender waits on SMTP
-    and PostgreSQL. Live updates are best effort: the rows are the truth."""
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self._run, name="outbox-events", daemon=True).start()
-
-    def put(self, events: list[tuple[int, dict]]) -> None:
-        self.queue.put(events)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything put so far has been published."""
-        done = threading.Event()
-        self.queue.put(done)
-        done.wait(timeout)
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            try:
-                self.loop.run_until_complete(self._send(item))
-            except Exception:
-                logger.exception("Publishing %d outbox events failed", len(item))
-
-    @staticmethod
-    async def _send(events: list[tuple[int, dict]]) -> None:
-        layer = get_channel_layer()
-        for user_id, event in events:
-            await layer.group_send(user_group(user_id), {"type": "satchel.event", "event": event})
-
-
-_event_senders: dict[int, _EventSender] = {}
-
-
-def _event_sender() -> _EventSender:
-    """This process's (a forked worker does not inherit its parent's thread)."""
-    pid = os.getpid()
-    if pid not in _event_senders:
-        _event_senders[pid] = _EventSender()
-    return _event_senders[pid]
+    """``_publish`` for each message, after commit, from the worker's event sender."""
+    for m in messages:
+        event = {"type": "outbox.state", "message": message_event(m)}
+        event_enqueue(user_id=m.owner_id, event=event, key=("outbox", m.pk))
 
 
 # --------------------------------------------------------------------------- uploads
@@ -513,10 +463,12 @@ SELECT id, mark, set_config('synchronous_commit', 'off', true) FROM ({written}) 
 """
 
 
-def _record(outcomes: list[_Outcome], *, token: str, handover: int | None) -> tuple[set[int], bool]:
+def _record_start(outcomes: list[_Outcome], *, token: str, handover: int | None):
     """ONE statement, one commit: write the finished attempts, only where this claim
     still holds the row, and with ``handover`` mark that message's body as possibly
-    delivered from now on. Returns the ids written and whether the mark was.
+    delivered from now on. The statement is sent now and answered later (its round trip
+    overlaps the SMTP envelope's): the returned function waits for it and returns the ids
+    written and whether the mark was.
 
     The commit does not wait for the WAL to reach the disk (``synchronous_commit`` off
     for this transaction): it is visible to every other session at once and survives
@@ -548,14 +500,16 @@ def _record(outcomes: list[_Outcome], *, token: str, handover: int | None) -> tu
         params += [handover, State.SENDING, token]
         selects.append("SELECT id, true AS mark FROM marked")
     if not ctes:
-        return set(), True
+        return lambda: (set(), True)
     sql = _RECORD_SQL.format(ctes=", ".join(ctes), written=" UNION ALL ".join(selects))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        found = cursor.fetchall()
-    return {pk for pk, mark, _ in found if not mark}, handover is None or any(
-        mark for _, mark, _ in found
-    )
+    statement = PendingStatement(sql, params)
+
+    def answer() -> tuple[set[int], bool]:
+        found = [(int(pk), mark == "t") for pk, mark, _ in statement.rows()]
+        written = {pk for pk, mark in found if not mark}
+        return written, handover is None or any(mark for _, mark in found)
+
+    return answer
 
 
 # --------------------------------------------------------------------------- sending
@@ -649,7 +603,7 @@ def outbox_send(*, message_id: int, session: SmtpSession | None = None) -> str |
         sender.drain(first=message_id)
     finally:
         sender.close()
-        _event_sender().flush()
+        event_sender().flush()
     return sender.states.get(message_id)
 
 
@@ -657,8 +611,9 @@ class _AccountSender:
     """One run over one account's due messages: claim a batch, send it message after
     message over one session, claim the next, until none is due (or _DRAIN_SECONDS).
 
-    Per message it costs one commit, made right before the final dot: it marks this
-    message's body as possibly delivered and writes the previous outcomes with it.
+    Per message it costs one commit, sent as the message's mail transaction begins and
+    waited for right before its final dot: it marks this message's body as possibly
+    delivered and writes the previous outcomes with it.
     Events go out in bulk, every _PUBLISH_EVERY seconds and after each batch, one per
     message changed since the last time (its latest state: a message that was claimed
     and sent in between only says "sent")."""
@@ -737,8 +692,12 @@ class _AccountSender:
     def _attempt(
         self, message: OutgoingMessage, token: str, pending: list[_Outcome]
     ) -> _Outcome | None:
+        # The mark (with the previous outcomes) goes to PostgreSQL now; the dot waits for
+        # its commit, which by then has usually long arrived.
+        recorded = self._flush_start(pending, token, handover=message.pk)
+
         def before_dot() -> None:
-            if not self._flush(pending, token, handover=message.pk):
+            if not recorded():
                 raise _ClaimLost
 
         assert self.session is not None
@@ -753,6 +712,8 @@ class _AccountSender:
             return None  # the sweeper re-queued it: not ours to send or record
         except (SmtpError, ValueError) as exc:
             return _error_outcome(message, exc)
+        finally:
+            recorded()  # answered before the connection is used for anything else
         return _Outcome(
             message,
             State.SENT,
@@ -763,18 +724,36 @@ class _AccountSender:
         )
 
     def _flush(self, pending: list[_Outcome], token: str, *, handover: int | None) -> bool:
-        written, marked = _record(pending, token=token, handover=handover)
-        for outcome in pending:
+        return self._flush_start(pending, token, handover=handover)()
+
+    def _flush_start(self, pending: list[_Outcome], token: str, *, handover: int | None):
+        """Send the outcomes (and the mark) now; the returned function waits for the
+        answer once, applies what was written and says whether the mark was."""
+        outcomes = list(pending)
+        pending.clear()
+        answer = _record_start(outcomes, token=token, handover=handover)
+        marked: bool | None = None
+
+        def recorded() -> bool:
+            nonlocal marked
+            if marked is None:
+                marked = False  # should the answer fail, nothing is applied twice
+                written, marked = answer()
+                self._apply(outcomes, written)
+            return marked
+
+        return recorded
+
+    def _apply(self, outcomes: list[_Outcome], written: set[int]) -> None:
+        for outcome in outcomes:
             if outcome.message.pk in written:
                 outcome.apply()
                 self.states[outcome.message.pk] = outcome.state
                 self.unpublished[outcome.message.pk] = outcome.message
                 if outcome.state == State.SENT:
                     self.sent.append(outcome.message)
-        pending.clear()
         if time.monotonic() - self.published_at >= self._PUBLISH_EVERY:
             self._publish()
-        return marked
 
     def _publish(self) -> None:
         _publish_many(list(self.unpublished.values()))
@@ -1015,7 +994,7 @@ def outbox_dispatch_due(*, limit: int = 1000) -> int:
     for account_id, pk in firsts:
         _redis().set(_kick_key(account_id), pk, ex=_KICK_TTL)
         outbox_send_task.delay(pk)
-    _event_sender().flush()
+    event_sender().flush()
     return len(firsts)
 
 
@@ -1063,5 +1042,5 @@ def outbox_sweep_stale() -> int:
         for message in swept:
             if message.state == State.QUEUED:
                 _enqueue_on_commit(message, now)
-    _event_sender().flush()
+    event_sender().flush()
     return len(swept)

@@ -240,15 +240,15 @@ def test_a_message_cancelled_while_waiting_its_turn_in_a_batch_is_not_sent(
     account, smtp, no_undo, monkeypatch
 ):
     messages = [create(account, subject=f"n{n}") for n in range(4)]
-    record = outbox._record
+    record_start = outbox._record_start
 
     def cancel_the_third_while_the_first_goes_out(outcomes, *, token, handover):
         if handover == messages[0].pk:
             assert reload(messages[2]).state == State.SENDING  # claimed with the batch
             assert outbox.outbox_cancel(message=messages[2]).state == State.CANCELLED
-        return record(outcomes, token=token, handover=handover)
+        return record_start(outcomes, token=token, handover=handover)
 
-    monkeypatch.setattr(outbox, "_record", cancel_the_third_while_the_first_goes_out)
+    monkeypatch.setattr(outbox, "_record_start", cancel_the_third_while_the_first_goes_out)
     assert outbox.outbox_send(message_id=messages[0].pk) == State.SENT
     time.sleep(0.3)
     assert sorted(message_ids(smtp)) == sorted(messages[n].message_id for n in (0, 1, 3))
@@ -352,7 +352,7 @@ def test_a_worker_that_outlived_its_lease_does_not_send_what_the_sweeper_took_ba
     account, smtp, smtp_peers, no_undo, monkeypatch
 ):
     first, second = create(account, subject="first"), create(account, subject="second")
-    record = outbox._record
+    record_start = outbox._record_start
     swept: list[str] = []
 
     def lease_runs_out_before_the_second_dot(outcomes, *, token, handover):
@@ -362,9 +362,9 @@ def test_a_worker_that_outlived_its_lease_does_not_send_what_the_sweeper_took_ba
             )
             assert outbox.outbox_sweep_stale() == 1
             swept.append(reload(second).state)
-        return record(outcomes, token=token, handover=handover)
+        return record_start(outcomes, token=token, handover=handover)
 
-    monkeypatch.setattr(outbox, "_record", lease_runs_out_before_the_second_dot)
+    monkeypatch.setattr(outbox, "_record_start", lease_runs_out_before_the_second_dot)
     # The old claim may not hand the second one over; the same run then claims it anew
     # (the sweeper queued it again) and sends it once.
     assert outbox.outbox_send(message_id=first.pk) == State.SENT
@@ -409,16 +409,21 @@ from mailcore import outbox
 from mailcore.protocols.smtp import SmtpSession
 
 message_id, where = int(sys.argv[1]), sys.argv[2]
-record = outbox._record
+record_start = outbox._record_start
 
 
 def record_then_die(outcomes, *, token, handover):
     if handover is not None and where == "before-mark":
         os._exit(17)
-    written = record(outcomes, token=token, handover=handover)
-    if handover is not None and where == "before-dot":
-        os._exit(17)
-    return written
+    answer = record_start(outcomes, token=token, handover=handover)
+
+    def answer_then_die():
+        written = answer()  # waited for right before the dot
+        if handover is not None and where == "before-dot":
+            os._exit(17)
+        return written
+
+    return answer_then_die
 
 
 def reply_never_read(self):
@@ -426,7 +431,7 @@ def reply_never_read(self):
     os._exit(17)
 
 
-outbox._record = record_then_die
+outbox._record_start = record_then_die
 SmtpSession._final_reply = reply_never_read
 outbox.outbox_send(message_id=message_id)
 """
@@ -436,8 +441,8 @@ outbox.outbox_send(message_id=message_id)
 @pytest.mark.parametrize(
     ("where", "swept_to", "delivered"),
     [
-        # Killed after the mail transaction began, before the hand-over mark: the server
-        # cannot have the message; it is queued again and then delivered once.
+        # Killed before the hand-over mark was sent (it goes out as the mail transaction
+        # begins): the server cannot have the message; queued again, then delivered once.
         ("before-mark", State.QUEUED, 0),
         # Killed with the mark committed, right before the final dot: nothing delivered,
         # but the row cannot know -> unknown, never resent.
