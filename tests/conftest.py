@@ -7,6 +7,7 @@ same way against the embedded servers and against DATABASE_URL / REDIS_URL (CI).
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
 os.environ.setdefault("SATCHEL_ENCRYPTION_KEY", "x2pQKz1m7o0pC8y7oQq9W5cSg0zV1wqJ6mK3eUuQf3Y=")
@@ -64,6 +65,32 @@ def celery_worker(app_processes):
 @pytest.fixture(scope="session")
 def idle_supervisor(app_processes):
     return app_processes.idle()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_survives_deadlocks():
+    """A transactional test ends with a flush (TRUNCATE of every table). The real worker may
+    still be finishing a task it started for that test (a draft's push, a Sent copy) on the
+    same rows; PostgreSQL then breaks the deadlock by aborting one side, sometimes the
+    flush, whose transaction rolls back whole: so it is simply tried again."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    original = flush.Command.handle
+
+    def handle(self, **options):
+        for attempt in range(5):
+            try:
+                return original(self, **options)
+            except CommandError as exc:
+                if attempt == 4 or "deadlock detected" not in str(exc.__cause__):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return None
+
+    flush.Command.handle = handle
+    yield
+    flush.Command.handle = original
 
 
 @pytest.fixture(scope="session")
