@@ -112,7 +112,7 @@ def test_attach_from_ftp_by_keyboard_then_send(
 
     chip = page.locator('#compose-files .compose-file[data-filename="Q3 report.pdf"]')
     expect(chip).to_have_class(re.compile(r"\buploaded\b"))
-    expect(chip.locator(".upload-status")).to_have_text("175.8 KB")
+    expect(chip.locator(".upload-status")).to_have_text("176 KB")
     screenshot("ftp-picker-compose-chip")
 
     to = page.locator("#compose-to-input")
