@@ -34,6 +34,7 @@ from ftpcore.services import file_name_check, ftp_config, pool_key, resolve_path
 
 MAX_CHUNK = 64 * 1024 * 1024
 LEASE = timedelta(minutes=10)
+EXPIRE_AFTER = timedelta(days=1)
 
 State = UploadSession.State
 T = TypeVar("T")
@@ -109,6 +110,30 @@ def upload_session_write(
     _record(upload, lease, end, done=end == upload.size)
     upload.refresh_from_db()
     return upload
+
+
+def upload_sessions_expire(*, idle: timedelta = EXPIRE_AFTER) -> int:
+    """Uploads nobody wrote to for ``idle`` (the browser tab was closed for good): cancelled,
+    and their temporary files deleted from the servers (best effort; beat, hourly)."""
+    cutoff = timezone.now() - idle
+    stale = UploadSession.objects.filter(state=State.OPEN, updated_at__lt=cutoff).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+    )
+    expired = 0
+    for upload in stale.select_related("site"):
+        taken = UploadSession.objects.filter(
+            pk=upload.pk, state=State.OPEN, updated_at__lt=cutoff
+        ).update(state=State.CANCELLED, lease_until=None)
+        if not taken:
+            continue  # written to meanwhile
+        expired += 1
+        # Best effort: the file may be gone already, or the server away for now.
+        with (
+            contextlib.suppress(ftp.FtpError, OSError),
+            ftp.FtpSession(ftp_config(upload.site)) as session,
+        ):
+            session.delete(ftp.partial_path(upload.path))
+    return expired
 
 
 # Internals --------------------------------------------------------------------------------

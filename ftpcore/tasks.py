@@ -9,7 +9,7 @@ mid-transfer is covered by acks_late and ``transfers_sweep_stale``.
 
 from celery import shared_task
 
-from ftpcore import transfers
+from ftpcore import chunked, transfers
 
 
 @shared_task
@@ -20,3 +20,8 @@ def transfer_run(transfer_id: int) -> str:
 @shared_task
 def transfers_sweep_stale() -> int:
     return transfers.transfers_sweep_stale()
+
+
+@shared_task
+def upload_sessions_expire() -> int:
+    return chunked.upload_sessions_expire()

@@ -76,3 +76,17 @@ def imap_account(alice, dovecot, mail_user):
         username=mail_user,
         password=mail_user[::-1],
     )
+
+
+@pytest.fixture
+def sending_account(imap_account, smtp):
+    """``imap_account`` sending through the aiosmtpd peer (STARTTLS, AUTH as alice)."""
+    imap_account.smtp_host = smtp.host
+    imap_account.smtp_port = smtp.port
+    imap_account.smtp_security = "starttls"
+    imap_account.smtp_username = "alice"
+    imap_account.smtp_password = "secret-alice"
+    imap_account.smtp_tls_fingerprint = smtp.fingerprint
+    imap_account.display_name = "Alice Liddell"
+    imap_account.save()
+    return imap_account

@@ -203,6 +203,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ftpcore.tasks.transfers_sweep_stale",
         "schedule": 60.0,
     },
+    "ftp-upload-sessions-expire": {
+        "task": "ftpcore.tasks.upload_sessions_expire",
+        "schedule": 3600.0,
+    },
     "mail-sync-due": {
         "task": "mailcore.tasks.mail_sync_due",
         "schedule": float(env_int("MAIL_SYNC_INTERVAL", 300, minimum=30)),

@@ -9,6 +9,8 @@
 (function () {
   "use strict";
 
+  const { el, formatSize } = window.Satchel;
+
   const API = "/api/v1/";
   const UNDO_SECONDS = 10;
   const DRAFT_DELAY = 3000; // ms after the last change before the draft is saved
@@ -21,30 +23,12 @@
     if (window.Satchel && window.Satchel.toast) window.Satchel.toast(text, variant);
   }
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === false || value === null || value === undefined) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
-
   // The shared client (static/js/api.js); compose shows errors itself, next to the fields.
   function api(path, options) {
     return window.Satchel.api(API + path, { ...options, quiet: true });
   }
 
   const results = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
-
-  function formatSize(bytes) {
-    if (bytes < 1024) return `${bytes} B`;
-    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-    return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
-  }
 
   function formatWhen(iso) {
     if (!iso) return "";

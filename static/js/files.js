@@ -4,6 +4,8 @@
 (function () {
   "use strict";
 
+  const { formatSize } = window.Satchel;
+
   const $ = (id) => document.getElementById(id);
 
   // ------------------------------------------------------------------ The site form
@@ -88,18 +90,6 @@
     function extension(name) {
       const dot = name.lastIndexOf(".");
       return dot > 0 ? name.slice(dot + 1).toLowerCase() : "";
-    }
-    function humanSize(bytes) {
-      if (bytes === null || bytes === undefined) return "";
-      if (bytes < 1024) return `${bytes} B`;
-      const units = ["KB", "MB", "GB", "TB"];
-      let value = bytes / 1024;
-      let unit = 0;
-      while (value >= 1024 && unit < units.length - 1) {
-        value /= 1024;
-        unit += 1;
-      }
-      return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
     }
     const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
     function humanDate(value) {
@@ -356,7 +346,7 @@
       }
       const size = document.createElement("td");
       size.className = "col-size";
-      size.textContent = entry.type === "dir" ? "" : humanSize(entry.size);
+      size.textContent = entry.type === "dir" ? "" : formatSize(entry.size);
       if (entry.size !== null && entry.type !== "dir") size.title = `${entry.size.toLocaleString()} bytes`;
       const modified = document.createElement("td");
       modified.className = "col-modified";
@@ -703,7 +693,7 @@
       pane.hidden = false;
       app.classList.add("with-preview");
       $("preview-name").textContent = entry.name;
-      $("preview-meta").textContent = [humanSize(entry.size), humanDate(entry.modified), entry.permissions].filter(Boolean).join(" · ");
+      $("preview-meta").textContent = [formatSize(entry.size), humanDate(entry.modified), entry.permissions].filter(Boolean).join(" · ");
       $("preview-download").href = downloadUrl(path);
       $("preview-download").setAttribute("download", entry.name);
       showEditButtons(false, false);
@@ -881,7 +871,7 @@
       stateLabel.textContent = "queued";
       const size = document.createElement("span");
       size.className = "muted small transfer-size";
-      size.textContent = humanSize(file.size);
+      size.textContent = formatSize(file.size);
       const cancelButton = document.createElement("button");
       cancelButton.type = "button";
       cancelButton.className = "icon-button small-icon transfer-cancel";
@@ -1113,7 +1103,7 @@
       const waiting = uploads.queue.length + uploads.active;
       const parts = [];
       if (waiting) parts.push(`${waiting} in progress`);
-      parts.push(`${uploads.done} uploaded (${humanSize(uploads.bytes)})`);
+      parts.push(`${uploads.done} uploaded (${formatSize(uploads.bytes)})`);
       if (uploads.failed) parts.push(`${uploads.failed} failed`);
       $("transfer-summary").textContent = parts.join(" · ");
     }
@@ -1363,8 +1353,8 @@
 
       const figures = document.createElement("span");
       figures.className = "muted small transfer-figures";
-      const parts = [total ? `${humanSize(done)} of ${humanSize(total)}` : humanSize(done)];
-      if (transfer.state === "running" && row.speed) parts.push(`${humanSize(row.speed)}/s`);
+      const parts = [total ? `${formatSize(done)} of ${formatSize(total)}` : formatSize(done)];
+      if (transfer.state === "running" && row.speed) parts.push(`${formatSize(row.speed)}/s`);
       if (transfer.state === "running" && row.eta !== null && row.eta !== undefined) parts.push(`${humanDuration(row.eta)} left`);
       figures.textContent = parts.filter(Boolean).join(" · ");
 

@@ -11,6 +11,8 @@
 (function () {
   "use strict";
 
+  const { el, formatSize } = window.Satchel;
+
   const API = "/api/v1/";
   const MEMORY = "satchel.ftpPicker";
   const ICONS = {
@@ -20,18 +22,6 @@
     up: "M12 19V5M5 12l7-7 7 7",
     close: "M18 6 6 18M6 6l12 12",
   };
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === false || value === null || value === undefined) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
 
   function icon(name) {
     const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
@@ -46,19 +36,6 @@
 
   function api(path, options) {
     return window.Satchel.api(API + path, { ...options, quiet: true });
-  }
-
-  function formatSize(bytes) {
-    if (bytes === null || bytes === undefined) return "";
-    if (bytes < 1024) return `${bytes} B`;
-    const units = ["KB", "MB", "GB", "TB"];
-    let value = bytes / 1024;
-    let unit = 0;
-    while (value >= 1024 && unit < units.length - 1) {
-      value /= 1024;
-      unit += 1;
-    }
-    return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
   }
 
   const dateFormat = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });

@@ -6,6 +6,8 @@
 (function () {
   "use strict";
 
+  const { el, formatSize } = window.Satchel;
+
   // ---------------------------------------------------------------------------------------
   // Account form: ports follow the security choice, POP3-only options, helpful placeholders.
   // ---------------------------------------------------------------------------------------
@@ -106,23 +108,6 @@
     return results;
   }
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === false || value === null || value === undefined) continue;
-      if (name === "class") node.className = value;
-      else if (name === "text") node.textContent = value;
-      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-      else if (name === "dataset") Object.assign(node.dataset, value);
-      else node.setAttribute(name, value === true ? "" : value);
-    }
-    for (const child of children.flat(Infinity)) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
   function icon(name, extra) {
     const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
     svg.setAttribute("class", "icon" + (extra ? " " + extra : ""));
@@ -153,18 +138,6 @@
     if (date.toDateString() === now.toDateString()) return timeFormat.format(date);
     if (date.getFullYear() === now.getFullYear()) return dayFormat.format(date);
     return yearFormat.format(date);
-  }
-
-  function formatSize(bytes) {
-    if (bytes < 1024) return `${bytes} B`;
-    const units = ["KB", "MB", "GB", "TB"];
-    let value = bytes / 1024;
-    let unit = 0;
-    while (value >= 1024 && unit < units.length - 1) {
-      value /= 1024;
-      unit += 1;
-    }
-    return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
   }
 
   function plural(count, one, many) {

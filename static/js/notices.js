@@ -7,6 +7,8 @@
 (function () {
   "use strict";
 
+  const { el } = window.Satchel;
+
   const STORE_KEY = "satchel.notices.failed";
   const KNOWN_KEY = "satchel.notices.known";
   const script = document.currentScript;
@@ -15,17 +17,6 @@
   const PAGE = 100; // failed messages counted exactly; beyond that the badge says "100+"
   const failed = new Set(); // ids of the failed messages counted in the badge
   let more = false;
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else node.setAttribute(key, value);
-    }
-    node.append(...children.filter((child) => child !== null && child !== undefined));
-    return node;
-  }
 
   function read(key) {
     try {

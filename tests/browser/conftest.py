@@ -60,3 +60,16 @@ def screenshot(page):
         return path
 
     return take
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(page):
+    """Any uncaught error in a page's scripts, or anything the CSP blocks, fails the test."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    yield
+    assert errors == []

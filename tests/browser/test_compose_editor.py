@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from mailcore import people
-from tests.browser.test_compose_ui import account, no_script_errors  # noqa: F401 — fixtures
+from tests.browser.test_compose_ui import account  # noqa: F401 — a fixture
 from tests.browser.test_mail_ui import _log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

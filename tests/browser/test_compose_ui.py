@@ -25,25 +25,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 HOST = "127.0.0.1"
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
-    yield
-    assert errors == []
-
-
 @pytest.fixture
-def account(imap_account, smtp):
-    imap_account.smtp_host = HOST
-    imap_account.smtp_port = smtp.port
-    imap_account.smtp_security = "starttls"
-    imap_account.smtp_username = "alice"
-    imap_account.smtp_password = "secret-alice"
-    imap_account.smtp_tls_fingerprint = smtp.fingerprint
-    imap_account.display_name = "Alice Liddell"
-    imap_account.save()
-    return imap_account
+def account(sending_account):
+    return sending_account
 
 
 def _open_compose(page):

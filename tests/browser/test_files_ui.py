@@ -42,18 +42,6 @@ def _png(width: int = 320, height: int = 200) -> bytes:
     )
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
-    page.on(
-        "console",
-        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    yield
-    assert errors == []
-
-
 def _log_in(page) -> None:
     page.goto("/login/")
     page.get_by_label("Username").fill("alice")

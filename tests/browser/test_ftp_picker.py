@@ -21,24 +21,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 HOST = "127.0.0.1"
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
-    yield
-    assert errors == []
-
-
 @pytest.fixture
-def account(imap_account, smtp):
-    imap_account.smtp_host = HOST
-    imap_account.smtp_port = smtp.port
-    imap_account.smtp_security = "starttls"
-    imap_account.smtp_username = "alice"
-    imap_account.smtp_password = "secret-alice"
-    imap_account.smtp_tls_fingerprint = smtp.fingerprint
-    imap_account.save()
-    return imap_account
+def account(sending_account):
+    return sending_account
 
 
 @pytest.fixture
@@ -112,7 +97,7 @@ def test_attach_from_ftp_by_keyboard_then_send(
 
     chip = page.locator('#compose-files .compose-file[data-filename="Q3 report.pdf"]')
     expect(chip).to_have_class(re.compile(r"\buploaded\b"))
-    expect(chip.locator(".upload-status")).to_have_text("175.8 KB")
+    expect(chip.locator(".upload-status")).to_have_text("176 KB")
     screenshot("ftp-picker-compose-chip")
 
     to = page.locator("#compose-to-input")

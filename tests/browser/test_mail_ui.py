@@ -29,15 +29,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    """Any uncaught error in the page's scripts fails the test."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}"))
-    yield
-    assert errors == []
-
-
 def _log_in(page, username: str = "alice", password: str = "secret-alice") -> None:  # noqa: S107
     page.goto("/login/")
     page.get_by_label("Username").fill(username)

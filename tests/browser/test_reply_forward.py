@@ -12,7 +12,6 @@ from playwright.sync_api import expect
 from mailcore.models import Draft, Mailbox, Message
 from tests.browser.test_compose_ui import _parsed, _plain, _tokens
 from tests.browser.test_compose_ui import account as account
-from tests.browser.test_compose_ui import no_script_errors as no_script_errors
 from tests.browser.test_mail_ui import _log_in, sync
 from tests.integration.test_drafts import wait_for
 from tests.integration.test_forwarding import server_flags

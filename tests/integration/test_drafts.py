@@ -13,7 +13,6 @@ from mailcore import drafts
 from mailcore.models import Draft, OutgoingMessage
 from mailcore.protocols import imap
 from mailcore.sync import imap_config
-from tests.peers.ports import HOST
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,16 +20,8 @@ URL = "/api/v1/mail/drafts/"
 
 
 @pytest.fixture
-def account(imap_account, smtp):
-    imap_account.smtp_host = HOST
-    imap_account.smtp_port = smtp.port
-    imap_account.smtp_security = "starttls"
-    imap_account.smtp_username = "alice"
-    imap_account.smtp_password = "secret-alice"
-    imap_account.smtp_tls_fingerprint = smtp.fingerprint
-    imap_account.display_name = "Alice Liddell"
-    imap_account.save()
-    return imap_account
+def account(sending_account):
+    return sending_account
 
 
 def server_drafts(account) -> list[tuple[int, frozenset[str], object]]:

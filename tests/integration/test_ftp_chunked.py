@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from ftpcore import chunked
 from ftpcore.models import FtpSite, UploadSession
 from ftpcore.pool import browse_pool
 from ftpcore.protocols.ftp import partial_path
@@ -248,3 +251,31 @@ def test_a_newer_upload_of_the_same_file_wins(alice, api_as, ftp):
     assert _put(client, newer, 0, b"new").json()["offset"] == 3
     assert _put(client, newer, 3, b"NEW").json()["state"] == "done"
     assert (ftp.homes["alice"] / "same.bin").read_bytes() == b"newNEW"
+
+
+def test_an_upload_left_for_a_day_is_cancelled_and_its_temporary_file_deleted(
+    alice, api_as, cutting
+):
+    site = _site(alice, cutting)
+    client = api_as(alice)
+    body = client.post(
+        f"{SITES}{site.pk}/uploads/", {"path": "/", "name": "left.bin", "size": 3 * MiB},
+        format="json",
+    ).json()  # fmt: skip
+    url = f"{SITES}{site.pk}/uploads/{body['id']}/"
+    assert _put(client, url, 0, _payload(MiB)).status_code == 200
+    part = cutting.homes["alice"] / partial_path("left.bin")
+    assert part.stat().st_size == MiB
+    fresh = client.post(
+        f"{SITES}{site.pk}/uploads/", {"path": "/", "name": "fresh.bin", "size": MiB},
+        format="json",
+    ).json()  # fmt: skip
+
+    assert chunked.upload_sessions_expire() == 0  # nothing is a day old yet
+    UploadSession.objects.filter(pk=body["id"]).update(
+        updated_at=timezone.now() - timedelta(days=1, minutes=1)
+    )
+    assert chunked.upload_sessions_expire() == 1
+    assert client.get(url).json()["state"] == "cancelled"
+    assert not part.exists()
+    assert UploadSession.objects.get(pk=fresh["id"]).state == UploadSession.State.OPEN

@@ -24,17 +24,8 @@ State = OutgoingMessage.State
 
 
 @pytest.fixture
-def account(imap_account, smtp):
-    """alice's account on a fresh Dovecot user, sending through the aiosmtpd peer."""
-    imap_account.smtp_host = HOST
-    imap_account.smtp_port = smtp.port
-    imap_account.smtp_security = "starttls"
-    imap_account.smtp_username = "alice"
-    imap_account.smtp_password = "secret-alice"
-    imap_account.smtp_tls_fingerprint = smtp.fingerprint
-    imap_account.display_name = "Alice Liddell"
-    imap_account.save()
-    return imap_account
+def account(sending_account):
+    return sending_account
 
 
 @pytest.fixture(scope="module")
