@@ -212,7 +212,7 @@ def seed_mailbox(dovecot, user: str) -> None:
             cc="Finance <finance@example.org>",
             html=REPORT_HTML,
             text="Q3 at a glance: revenue up 12%.",
-            date=now - timedelta(minutes=20),
+            date=_earlier_today(now, timedelta(minutes=20)),
             attachment=("q3-report.pdf", b"%PDF-1.4 " + b"y" * 120_000, "application/pdf"),
         ),
     ]
@@ -225,6 +225,13 @@ def seed_mailbox(dovecot, user: str) -> None:
         [make_message(subject="Sitemap draft", date=now - timedelta(days=6))],
         flags=["\\Seen"],
     )
+
+
+def _earlier_today(now, before):
+    """``now - before``, unless that is yesterday (a run just after midnight, UTC like the
+    browser): then a second ago, so the list still shows it as today's, with its time."""
+    earlier = now - before
+    return earlier if earlier.date() == now.date() else now - timedelta(seconds=1)
 
 
 @pytest.fixture
