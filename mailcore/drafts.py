@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from mailcore.forwarding import reply_headers
 from mailcore.models import Draft, ForwardMode, Identity, MailAccount, Message, Upload
+from mailcore.outbox import ascii_domain
 from mailcore.outgoing_html import outgoing_html_sanitize
 from mailcore.protocols import imap
 from mailcore.protocols.compose import guess_content_type, html_to_text, make_message_id
@@ -104,7 +105,7 @@ def draft_create(
             forward_of=forward_of,
             forward_mode=forward_mode,
             forward_attachments=forward_attachments,
-            message_id=make_message_id(domain.encode("idna").decode("ascii")),
+            message_id=make_message_id(ascii_domain(domain)),
         )
         _push_on_commit(draft.pk)
     return draft
@@ -228,14 +229,6 @@ def draft_message(draft: Draft) -> bytes:
 # --------------------------------------------------------------------------- the server copy
 
 
-def _drafts_folder(session: imap.ImapSession) -> str:
-    for folder in session.list_folders():
-        if folder.role == "drafts" and folder.selectable:
-            return folder.path
-    session.create_folder("Drafts")
-    return "Drafts"
-
-
 class DraftBusy(Exception):
     """Another worker holds the push claim while a push is due: try again after its lease
     (it goes round again itself; if it died, its lease runs out)."""
@@ -288,7 +281,7 @@ def _push_claimed(draft_id: int, token: str) -> None:
         return  # no server folders to keep a copy in
     raw = draft_message(draft)
     with imap.ImapSession(imap_config(draft.account)) as session:
-        path = _drafts_folder(session)
+        path = session.folder_with_role("drafts", create="Drafts")
         uid = session.append(path, raw, flags=DRAFT_FLAGS)
         session.select(path, readonly=False)
         found = session.search(header=("Message-ID", draft.message_id))
@@ -311,7 +304,7 @@ def draft_copies_remove(*, account_id: int, message_id: str) -> int:
     if account is None or account.incoming_protocol != MailAccount.Protocol.IMAP:
         return 0
     with imap.ImapSession(imap_config(account)) as session:
-        path = _drafts_folder(session)
+        path = session.folder_with_role("drafts", create="Drafts")
         session.select(path, readonly=False)
         found = session.search(header=("Message-ID", message_id))
         session.expunge(found)

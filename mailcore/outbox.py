@@ -261,11 +261,11 @@ def outbox_create(
         in_reply_to=in_reply_to or None,
         references=list(references or ([in_reply_to] if in_reply_to else [])),
         forward_as_attachment=forward_attachment,
-        message_id=make_message_id(_ascii_domain(domain)),
+        message_id=make_message_id(ascii_domain(domain)),
         date=send_at if send_at and send_at > now else now,
     )
     builder = build_utf8_message if needs_smtputf8(draft) else build_message
-    raw, message_id = builder(draft, domain=_ascii_domain(domain))
+    raw, message_id = builder(draft, domain=ascii_domain(domain))
     recipients = envelope_recipients(draft)
 
     due = (
@@ -305,7 +305,8 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def _ascii_domain(domain: str) -> str:
+def ascii_domain(domain: str) -> str:
+    """A sender's domain as it goes into Message-IDs and EHLO: punycode, or "localhost"."""
     try:
         return domain.encode("idna").decode("ascii")
     except UnicodeError:
@@ -796,15 +797,6 @@ class _AccountSender:
 # --------------------------------------------------------------------------- the Sent copy
 
 
-def _sent_folder(session: imap.ImapSession) -> str:
-    folders = session.list_folders()
-    for folder in folders:
-        if folder.role == "sent" and folder.selectable:
-            return folder.path
-    session.create_folder("Sent")
-    return "Sent"
-
-
 def _find_message_id(session: imap.ImapSession, path: str, message_id: str) -> list[int]:
     session.select(path, readonly=True)
     return session.search(header=("Message-ID", message_id))
@@ -838,7 +830,7 @@ def _save_sent_copies(account: MailAccount, messages: list[OutgoingMessage]) -> 
         return saved
     try:
         with imap.ImapSession(imap_config(account)) as session:
-            path = _sent_folder(session)
+            path = session.folder_with_role("sent", create="Sent")
             session.select(path, readonly=True)
             for message in messages:
                 if not session.search(header=("Message-ID", message.message_id)):
@@ -890,7 +882,9 @@ def outbox_resolve_unknown(*, message: OutgoingMessage) -> str:
         return message.state
     account = message.account
     with imap.ImapSession(imap_config(account)) as session:
-        found = _find_message_id(session, _sent_folder(session), message.message_id)
+        found = _find_message_id(
+            session, session.folder_with_role("sent", create="Sent"), message.message_id
+        )
     if not found:
         return State.UNKNOWN
     done = OutgoingMessage.objects.filter(pk=message.pk, state=State.UNKNOWN).update(

@@ -1477,6 +1477,15 @@ class ImapSession:
                 return _folder_status(_status_values(response[2]), condstore)
         raise ImapCommandError(f"The server sent no STATUS for {path!r}.")
 
+    def folder_with_role(self, role: str, *, create: str) -> str:
+        """The path of the selectable folder with this role ("sent", "drafts"...), or of
+        ``create``, made now, when the account has none."""
+        for folder in self.list_folders():
+            if folder.role == role and folder.selectable:
+                return folder.path
+        self.create_folder(create)
+        return create
+
     def create_folder(self, path: str) -> None:
         """CREATE + SUBSCRIBE; missing parents are created by the server."""
         mailbox = _mailbox(path)
