@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("SATCHEL_DATA_DIR", str(REPO / ".data" / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
-from ftp_transfer import MIB, PASSWORD, USER, _ftp_server, _random_file, _timed  # noqa: E402
+from ftp_transfer import MIB, PASSWORD, USER, _random_file, _start_ftp_server, _timed  # noqa: E402
 
 
 def _median(values: list[float]) -> float:
@@ -43,13 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_mib * MIB
 
-    work = Path(tempfile.mkdtemp(prefix="satchel-bench-bridge-"))
-    home = work / "home"
-    home.mkdir()
-    spawn = multiprocessing.get_context("spawn")
-    port, stop = spawn.Value("i", 0), spawn.Event()
-    server = spawn.Process(target=_ftp_server, args=(str(home), port, stop), daemon=True)
-    server.start()
+    work, home, port, stop, server = _start_ftp_server("satchel-bench-bridge-")
 
     import django
 

@@ -61,6 +61,19 @@ def _ftp_server(home: str, port_out, stop) -> None:
         stop.wait()
 
 
+def _start_ftp_server(prefix: str):
+    """A temporary work folder, and ``_ftp_server`` started on its ``home``: (work, home,
+    port, stop, process) — ``port.value`` is set once it listens, ``stop.set()`` ends it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    home = work / "home"
+    home.mkdir()
+    spawn = multiprocessing.get_context("spawn")
+    port, stop = spawn.Value("i", 0), spawn.Event()
+    server = spawn.Process(target=_ftp_server, args=(str(home), port, stop), daemon=True)
+    server.start()
+    return work, home, port, stop, server
+
+
 def _load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -217,13 +230,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     size = args.size_mib * MIB
 
-    work = Path(tempfile.mkdtemp(prefix="satchel-bench-ftp-"))
-    home = work / "home"
-    home.mkdir()
-    spawn = multiprocessing.get_context("spawn")
-    port, stop = spawn.Value("i", 0), spawn.Event()
-    server = spawn.Process(target=_ftp_server, args=(str(home), port, stop), daemon=True)
-    server.start()
+    work, home, port, stop, server = _start_ftp_server("satchel-bench-ftp-")
 
     import django
 
