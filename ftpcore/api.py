@@ -43,7 +43,7 @@ PATH_PARAM = OpenApiParameter("path", str, description="Absolute, or relative to
 
 
 def remote_refusal(exc: ftp.FtpError) -> RemoteRefusal:
-    detail = f"{exc.code} {exc.reply}" if exc.code is not None else exc.reply
+    detail = str(exc)  # "550 No such file": the code, then the server's words
     extra = {"reply_code": exc.code, "explanation": exc.explanation}
     if isinstance(exc, ftp.FtpCertificateError):
         return RemoteRefusal(detail, "untrusted_certificate", fingerprint=exc.fingerprint, **extra)

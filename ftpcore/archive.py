@@ -111,7 +111,7 @@ def _folder(
     try:
         entries = session.list(path)
     except ftp.FtpCommandError as exc:
-        errors.append(f"{display_name(path)}/: {exc.code} {exc.reply}")
+        errors.append(f"{display_name(path)}/: {exc}")
         return
     entries = sorted(
         (e for e in entries if not e.name.endswith(PART_SUFFIX)),
@@ -145,7 +145,7 @@ def _file(
     try:
         stream = session.iter_download(remote)
     except ftp.FtpCommandError as exc:  # refused before any byte: leave it out
-        errors.append(f"{display_name(remote)}: {exc.code} {exc.reply}")
+        errors.append(f"{display_name(remote)}: {exc}")
         return
     info = _info(name, entry)
     zip64 = entry.size is None or entry.size >= ZIP64_ABOVE

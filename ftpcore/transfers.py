@@ -628,7 +628,7 @@ def _retryable(exc: ftp.FtpError) -> bool:
 
 
 def _error_text(exc: ftp.FtpError) -> str:
-    words = f"{exc.code} {exc.reply}" if exc.code is not None else exc.reply
+    words = str(exc)  # the reply code and the server's words
     if exc.explanation and exc.explanation != exc.reply:
         return f"{words} — {exc.explanation}"
     return words

@@ -124,10 +124,9 @@ def _check(site: FtpSite) -> dict[str, Any]:
     try:
         result = services.site_check(site=site)
     except ftp.FtpError as exc:
-        detail = f"{exc.code} {exc.reply}" if exc.code is not None else exc.reply
         return {
             "ok": False,
-            "detail": detail,
+            "detail": str(exc),  # the reply code and the server's words
             "explanation": exc.explanation if exc.explanation != exc.reply else "",
             "fingerprint": getattr(exc, "fingerprint", ""),
         }

@@ -267,8 +267,7 @@ def attachment_save_to_ftp(*, job_id: int) -> None:
     except imap.ImapError as exc:
         job_fail(job=job, error=f"Mail server: {exc.reply}")
     except ftp.FtpError as exc:
-        said = f"{exc.code} {exc.reply}" if exc.code is not None else exc.reply
-        job_fail(job=job, error=f"FTP server: {said}")
+        job_fail(job=job, error=f"FTP server: {exc}")
     except ValueError as exc:
         job_fail(job=job, error=str(exc))
     else:
