@@ -29,6 +29,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def own_data_dir(settings, tmp_path):
+    """Uploads live under DATA_DIR/uploads/<user id>: user ids repeat from one test database
+    to the next, so each test gets a DATA_DIR of its own to count the files it leaves."""
+    settings.DATA_DIR = str(tmp_path)
+
+
 @pytest.fixture
 def account(imap_account, smtp, settings):
     """alice's account on a fresh Dovecot user, sending through the aiosmtpd peer at once."""
