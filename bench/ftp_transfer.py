@@ -11,8 +11,10 @@ real Celery worker (``launcher.worker_command``). Prints, from one run on this m
 - --size-mib download and upload: a background transfer (POST /api/v1/ftp/transfers/, the
   worker does the FTP side; timed from the row being queued until the API says done) vs
   `curl` (goal: >= 0.9x curl's throughput). curl runs before and after ours: their mean.
-- --files small files uploaded: our engine (two FtpSessions, 2-way parallel, like lftp), the
-  browser upload of them (services.file_upload), and one background transfer per file, vs
+- --files small files uploaded: our engine (two FtpSessions, 2-way parallel, like lftp,
+  ``FtpSession.store`` as the file manager does), the browser upload of them as the page
+  sends them (--per-post files per POST, two POSTs at a time), and one background
+  transfer per file, vs
   `lftp mirror -R --parallel=2` (goal: >= 1.0x lftp). The background transfers are measured
   twice: queued while the worker is stopped, then drained by it (the site's runners: the
   figure compared with lftp, which also starts with every file at hand), and posted one by
@@ -132,6 +134,29 @@ class Api:
             raise RuntimeError(f"POST {path}: curl exit {result.returncode}: {reply!r}")
         return time.perf_counter() - start, json.loads(result.stdout)
 
+    def post_files(self, path: str, files: list[tuple[str, bytes]]) -> None:
+        """A multipart POST of in-memory files (built first, as a browser's FormData is)."""
+        boundary = "satchel-bench-boundary-7d1f"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"'
+            f"\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+            for name, data in files
+        ]
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        headers = {
+            "Authorization": f"Token {self.token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        connection.close()
+        if response.status >= 300:
+            raise RuntimeError(f"POST {path}: {response.status} {payload[:500]!r}")
+
     def wait_done(self, ids: list[int], timeout: float = 3600) -> float:
         """Poll until every transfer is done; returns the time it happened."""
         pending = set(ids)
@@ -224,7 +249,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="big file size")
     parser.add_argument("--files", type=int, default=1000, help="small files")
     parser.add_argument("--file-kib", type=int, default=4, help="small file size")
-    parser.add_argument("--per-post", type=int, default=100, help="files per browser POST")
+    parser.add_argument("--per-post", type=int, default=50, help="files per browser POST")
     parser.add_argument("--skip", default="", help="comma list of: big,small,rss")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -395,7 +420,8 @@ def main() -> None:
                 with ftp.FtpSession(config) as session:
                     for name in part:
                         with open(local / name, "rb") as source_file:
-                            session.upload(f"/engine/{name}", source_file)
+                            size = os.fstat(source_file.fileno()).st_size
+                            session.store(f"/engine/{name}", source_file, size=size)
 
             start = time.perf_counter()
             threads = [threading.Thread(target=engine_part, args=(names[k::2],)) for k in (0, 1)]
@@ -406,23 +432,25 @@ def main() -> None:
             engine = time.perf_counter() - start
             assert len(list((home / "engine").iterdir())) == n
 
+            # As the page sends a dropped folder (static/js/files.js): small files share a
+            # POST (BATCH_FILES per POST), two POSTs at a time (CONCURRENCY).
             (home / "browser").mkdir()
-            (home / "browser-one").mkdir()
-            try:  # all files in one POST, as a folder dropped on the page
-                api.curl_form(
-                    f"/api/v1/ftp/sites/{site.pk}/upload/?path=/browser-one/",
-                    [f"file=@{local / name}" for name in names],
-                )
-            except RuntimeError as exc:
-                say(f"  (one POST of {n} files refused: {exc})")
             per = args.per_post
-            browser = 0.0
-            for k in range(0, n, per):
-                seconds, _ = api.curl_form(
-                    f"/api/v1/ftp/sites/{site.pk}/upload/?path=/browser/",
-                    [f"file=@{local / name}" for name in names[k : k + per]],
-                )
-                browser += seconds
+            contents = [(name, (local / name).read_bytes()) for name in names]
+            batches = [contents[k : k + per] for k in range(0, n, per)]
+            upload_path = f"/api/v1/ftp/sites/{site.pk}/upload/?path=/browser/"
+
+            def browser_lane(lane: list[list[tuple[str, bytes]]]) -> None:
+                for batch in lane:
+                    api.post_files(upload_path, batch)
+
+            start = time.perf_counter()
+            lanes = [threading.Thread(target=browser_lane, args=(batches[k::2],)) for k in (0, 1)]
+            for lane in lanes:
+                lane.start()
+            for lane in lanes:
+                lane.join()
+            browser = time.perf_counter() - start
             assert len(list((home / "browser").iterdir())) == n
 
             def post_all(folder: str) -> list[int]:
@@ -462,8 +490,9 @@ def main() -> None:
             say(f"  lftp mirror -R --parallel=2:       {lftp:6.2f} s {n / lftp:7.1f} files/s")
             say(f"  Satchel engine, 2 sessions:        {engine:6.2f} s {n / engine:7.1f} files/s"
                 f"   ratio {lftp / engine:.2f}x lftp (goal >= 1.0x)")  # fmt: skip
-            say(f"  Satchel browser upload, {per}/POST: {browser:6.2f} s {n / browser:7.1f} "
-                f"files/s   ratio {lftp / browser:.2f}x lftp")  # fmt: skip
+            say(f"  Satchel browser upload:            {browser:6.2f} s {n / browser:7.1f} "
+                f"files/s   ratio {lftp / browser:.2f}x lftp (goal >= 1.0x; as the page sends "
+                f"them: {per} files per POST, 2 POSTs at a time)")  # fmt: skip
             say(f"  Satchel queued transfers drained:  {drained:6.2f} s {n / drained:7.1f} files/s"
                 f"   ratio {lftp / drained:.2f}x lftp (goal >= 1.0x; first start -> last "
                 f"finish; {drained_end - booted:.2f} s from the worker's launch)")  # fmt: skip

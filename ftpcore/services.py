@@ -176,20 +176,25 @@ class _Closing:
 
 def file_upload(*, site: FtpSite, directory: str | None, files: Iterable) -> list[Entry]:
     """Store each uploaded file (Django ``UploadedFile``: read in 1 MiB pieces from its
-    temporary file, never whole) in ``directory``; returns their new entries."""
+    temporary file, never whole) in ``directory`` (``FtpSession.store``: small files go
+    straight to their names); returns their new entries."""
     target = resolve_path(site=site, path=directory)
     uploads = list(files)
     names = [file_name_check(upload.name) for upload in uploads]
 
-    def work(session: ftp.FtpSession) -> dict[str, Entry]:
+    def work(session: ftp.FtpSession) -> dict[str, Entry | None]:
+        stored: dict[str, Entry | None] = {}
         for upload, name in zip(uploads, names, strict=True):
             source: BinaryIO = upload
             upload.seek(0)  # also when retried on a new session
-            session.upload(posixpath.join(target, name), source, size=upload.size)
-        return {entry.name: entry for entry in session.list(target)}
+            stored[name] = session.store(posixpath.join(target, name), source, size=upload.size)
+        if None in stored.values():  # no MLST: one listing names them all
+            listed = {entry.name: entry for entry in session.list(target)}
+            stored = {name: listed.get(name) for name in stored}
+        return stored
 
     stored = _run(site, work)
-    return [stored[name] for name in dict.fromkeys(names) if name in stored]
+    return [entry for name in dict.fromkeys(names) if (entry := stored.get(name)) is not None]
 
 
 def file_name_check(name: str | None) -> str:

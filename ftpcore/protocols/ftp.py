@@ -95,6 +95,7 @@ __all__ = [
 PART_SUFFIX = ".part-satchel"
 _BUFFER_SIZE = 1024 * 1024  # one recv_into / readinto buffer per session
 _SEND_SLICE = 256 * 1024  # sendall at most this much between progress checks
+DIRECT_STORE_MAX = 100 * 1024  # store(): larger files go through a temporary name
 _PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 _ABORT_REPLY_TIMEOUT = 5.0  # wait this long for the reply to an interrupted transfer
 _MAX_TREE_DEPTH = 256
@@ -1475,9 +1476,7 @@ class FtpSession:
             raise ValueError("ASCII-mode transfers cannot be resumed (offsets differ)")
         if size is not None and size < offset:
             raise ValueError("size must not be smaller than offset")
-        target = self._path(path)
-        if target == "/":
-            raise ValueError("cannot upload onto the root directory")
+        target = self._upload_target(path)
         remote = partial_path(target) if temporary else target
         report = _Reporter(progress or self._progress)
         self._set_type("I")
@@ -1489,12 +1488,88 @@ class FtpSession:
                     explanation="Resume from the size the server holds.",
                     bytes_done=have,
                 )
-            command = f"APPE {remote}"
-        else:
-            command = f"STOR {remote}"
+        total = self._send(remote, source, offset=offset, size=size, report=report, ascii=ascii)
+        if not ascii:
+            self._check_stored(self._size_quiet(remote), total)
+        if temporary:
+            self._replace(remote, target)
+        report(total, force=True)
+        return total
+
+    def store(
+        self,
+        path: str | bytes,
+        source: BinaryIO,
+        *,
+        size: int,
+        progress: Progress | None = None,
+    ) -> Entry | None:
+        """Upload a whole file of ``size`` bytes, the file manager's way, and return its
+        entry as the server lists it now (None when the server has no MLST).
+
+        A file of at most ``DIRECT_STORE_MAX`` bytes goes straight to its name, as WinSCP
+        does below 100 KB: the temporary name costs two more commands per file (RNFR,
+        RNTO), which is most of the time for many small files, while a small file's data is
+        one write, so a half-written file is rarely possible; when it happens, what arrived
+        is deleted. The size check is MLST's size fact when the server offers MLST: the one
+        command also yields the entry. Larger files go through ``upload`` (temporary name).
+        """
+        target = self._upload_target(path)
+        if size > DIRECT_STORE_MAX:
+            self.upload(target, source, size=size, progress=progress)
+            return self.stat(target)
+        report = _Reporter(progress or self._progress)
+        self._set_type("I")
+        try:
+            total = self._send(target, source, offset=0, size=size, report=report, ascii=False)
+            entry = self.stat(target)
+            self._check_stored(entry.size if entry else self._size_quiet(target), total)
+        except FtpTransferError:
+            if self.alive:
+                with suppress(FtpError):
+                    self.delete(target)
+            raise
+        report(total, force=True)
+        return entry
+
+    def stat(self, path: str | bytes) -> Entry | None:
+        """A file's entry through MLST (one command, no data connection); None when the
+        server does not offer MLST. A missing path raises FtpCommandError (550)."""
+        target = self._path(path)
+        if "MLST" not in self._feat:
+            return None
+        resp = self._cmd(f"MLST {target}")
+        if not resp.startswith("2"):
+            raise FtpCommandError(_words(resp), code=_code(resp))
+        for line in resp.split("\n")[1:-1]:
+            # MLST names the whole path; the entry is named like a listing's: the base name.
+            facts, _, name = line.removeprefix(" ").rstrip("\r").partition(" ")
+            entry = parse_mlsd_line(f"{facts} {posixpath.basename(name)}", self.config.encoding)
+            if entry is not None:
+                return entry
+        return None
+
+    def _upload_target(self, path: str | bytes) -> str:
+        target = self._path(path)
+        if target == "/":
+            raise ValueError("cannot upload onto the root directory")
+        return target
+
+    def _send(
+        self,
+        remote: str,
+        source: BinaryIO,
+        *,
+        offset: int,
+        size: int | None,
+        report: _Reporter,
+        ascii: bool,
+    ) -> int:
+        """STOR (or APPE from ``offset``) ``source`` to ``remote``: the data phase up to the
+        final reply; returns offset + bytes sent."""
         if ascii:
             self._set_type("A")
-        conn = self._open_data(command)
+        conn = self._open_data(f"APPE {remote}" if offset else f"STOR {remote}")
         report(offset, force=True)
         limit = None if size is None else size - offset
         sent = 0
@@ -1543,18 +1618,16 @@ class FtpSession:
                 explanation="The file being uploaded ended early; the upload can be resumed.",
                 bytes_done=total,
             )
-        if not ascii:
-            stored = self._size_quiet(remote)
-            if stored is not None and stored != total:
-                raise FtpTransferError(
-                    f"The server stored {stored} bytes but {total} were sent.",
-                    explanation="The upload came up short; it can be resumed.",
-                    bytes_done=min(stored, total),
-                )
-        if temporary:
-            self._replace(remote, target)
-        report(total, force=True)
         return total
+
+    @staticmethod
+    def _check_stored(stored: int | None, total: int) -> None:
+        if stored is not None and stored != total:
+            raise FtpTransferError(
+                f"The server stored {stored} bytes but {total} were sent.",
+                explanation="The upload came up short; it can be resumed.",
+                bytes_done=min(stored, total),
+            )
 
     def _replace(self, source: str, target: str) -> None:
         try:

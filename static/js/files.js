@@ -844,7 +844,13 @@
 
     // ---------------------------------------------------------------- Uploads
     const uploads = { queue: [], active: 0, done: 0, failed: 0, bytes: 0, touched: new Set() };
-    const CONCURRENCY = 3;
+    // Two uploads at a time per site, as FileZilla does (and the site's transfer limit).
+    const CONCURRENCY = 2;
+    // Small files bound for one folder share a POST (one request, then the server stores them
+    // over one FTP session): a folder of many small files is not a request per file.
+    const BATCH_FILE_MAX = 1024 * 1024;
+    const BATCH_FILES = 50;
+    const BATCH_BYTES = 8 * 1024 * 1024;
     const CHUNKED_ABOVE = 16 * 1024 * 1024; // larger files upload in resumable chunks
     const CHUNK_SIZE = 8 * 1024 * 1024;
     const RETRY_DELAYS = [1000, 2000, 4000, 8000, 15000, 30000];
@@ -884,20 +890,48 @@
       cancelButton.addEventListener("click", () => cancelUpload(item));
       uploads.queue.push(item);
       summarise();
-      pump();
+      schedulePump();
+    }
+
+    // A dropped folder queues its files one by one: start once they are all queued, so that
+    // the first POST already carries a batch.
+    let pumpScheduled = false;
+    function schedulePump() {
+      if (pumpScheduled) return;
+      pumpScheduled = true;
+      setTimeout(() => {
+        pumpScheduled = false;
+        pump();
+      }, 0);
     }
 
     function pump() {
       while (uploads.active < CONCURRENCY && uploads.queue.length) {
-        const item = uploads.queue.shift();
+        const batch = takeBatch();
         uploads.active += 1;
-        sendUpload(item).finally(() => {
+        const sending = batch.length === 1 ? sendUpload(batch[0]) : sendBatch(batch);
+        sending.finally(() => {
           uploads.active -= 1;
           summarise();
           pump();
           if (!uploads.active && !uploads.queue.length) finished();
         });
       }
+    }
+
+    // The next queued file, with the small files after it that go to the same folder.
+    function takeBatch() {
+      const first = uploads.queue.shift();
+      const batch = [first];
+      if (first.single || first.file.size > BATCH_FILE_MAX) return batch;
+      let bytes = first.file.size;
+      while (batch.length < BATCH_FILES && uploads.queue.length) {
+        const next = uploads.queue[0];
+        if (next.single || next.dir !== first.dir || next.file.size > BATCH_FILE_MAX || bytes + next.file.size > BATCH_BYTES) break;
+        batch.push(uploads.queue.shift());
+        bytes += next.file.size;
+      }
+      return batch;
     }
 
     function parseJson(text) {
@@ -952,6 +986,58 @@
         xhr.onabort = () => resolve();
         const form = new FormData();
         form.append("file", item.file, item.file.name);
+        xhr.send(form);
+      });
+    }
+
+    // Several small files in one POST. If it fails, each file is sent again on its own
+    // (the server stores files in order, so some may be there already: storing them again
+    // is harmless), so each shows its own result.
+    function sendBatch(items) {
+      return new Promise((resolve) => {
+        const xhr = new XMLHttpRequest();
+        items.forEach((item) => {
+          item.active = true;
+          item.xhr = xhr;
+          setItemState(item, "uploading", "running");
+        });
+        const settle = () => {
+          items.forEach((item) => {
+            item.xhr = null;
+          });
+          resolve();
+        };
+        const again = () => {
+          const left = items.filter((item) => !item.cancelled);
+          left.forEach((item) => {
+            item.single = true;
+            setItemState(item, "queued", "");
+          });
+          uploads.queue.unshift(...left);
+        };
+        xhr.open("POST", `${siteUrl("upload")}?path=${encodeURIComponent(items[0].dir)}`);
+        xhr.setRequestHeader("X-CSRFToken", csrfToken);
+        xhr.setRequestHeader("Accept", "application/json");
+        xhr.upload.onprogress = (event) => {
+          if (!event.lengthComputable) return;
+          const percent = Math.round((95 * event.loaded) / event.total);
+          items.forEach((item) => showPercent(item, percent));
+        };
+        xhr.onload = () => {
+          if (xhr.status >= 200 && xhr.status < 300) items.forEach(succeed);
+          else again();
+          settle();
+        };
+        xhr.onerror = () => {
+          again();
+          settle();
+        };
+        xhr.onabort = () => {
+          again(); // a cancel aborts the batch: the others go on without the cancelled one
+          settle();
+        };
+        const form = new FormData();
+        items.forEach((item) => form.append("file", item.file, item.file.name));
         xhr.send(form);
       });
     }

@@ -251,6 +251,44 @@ def test_upload_two_files_and_download(page, alice, ftp, home):
     assert response.body() == second
 
 
+def test_many_small_files_share_posts_and_a_refused_batch_gives_each_file_its_result(
+    page, alice, ftp, home
+):
+    site = _site(alice, ftp)
+    _log_in(page)
+    _open(page, site)
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    files = [
+        {"name": f"n{i:03d}.txt", "mimeType": "text/plain", "buffer": f"file {i}\n".encode()}
+        for i in range(120)
+    ]
+    page.locator("#upload-input").set_input_files(files)
+    expect(page.locator("#transfer-list .state.done")).to_have_count(120)
+    assert len([url for url in posts if "/upload/" in url]) == 3  # 50 + 50 + 20
+    assert all((home / f"n{i:03d}.txt").read_bytes() == f"file {i}\n".encode() for i in range(120))
+
+    # One reserved name fails its batch: every file is then sent alone, so the others
+    # are stored and only that one shows the server's refusal.
+    page.locator("#transfers-clear").click()
+    posts.clear()
+    page.locator("#upload-input").set_input_files(
+        [
+            {"name": "a.txt", "mimeType": "text/plain", "buffer": b"a"},
+            {"name": "b.part-satchel", "mimeType": "text/plain", "buffer": b"b"},
+            {"name": "c.txt", "mimeType": "text/plain", "buffer": b"c"},
+        ]
+    )
+    expect(page.locator("#transfer-list .state.done")).to_have_count(2)
+    failed = page.locator("#transfer-list .transfer.failed")
+    expect(failed).to_have_count(1)
+    expect(failed).to_contain_text("b.part-satchel")
+    expect(failed.locator(".transfer-error")).to_contain_text("reserved")
+    assert len([url for url in posts if "/upload/" in url]) == 4  # the batch, then 3 alone
+    assert (home / "a.txt").read_bytes() == b"a" and (home / "c.txt").read_bytes() == b"c"
+    assert not (home / "b.part-satchel").exists()
+
+
 def test_preview_image_and_text_then_edit(page, screenshot, alice, ftp, home):
     (home / "pic.png").write_bytes(_png())
     (home / "notes.txt").write_bytes(b"<b>not html</b>\nline two\n")

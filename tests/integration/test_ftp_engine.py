@@ -23,6 +23,7 @@ from pyftpdlib.handlers import ThrottledDTPHandler, TLS_DTPHandler
 from pyftpdlib.log import logger
 
 from ftpcore.protocols.ftp import (
+    DIRECT_STORE_MAX,
     PART_SUFFIX,
     FtpAuthError,
     FtpCertificateError,
@@ -584,6 +585,50 @@ def test_upload_download_round_trip(ftp: FTPServer, recorder) -> None:
         assert stream.size == len(data)
         assert sha(b"".join(stream)) == sha(data)
         local.unlink()
+
+
+def test_store_writes_small_files_straight_and_returns_their_entries(ftp: FTPServer, recorder):
+    home = ftp.homes["alice"]
+    small, large = payload(DIRECT_STORE_MAX, seed=2), payload(DIRECT_STORE_MAX + 1, seed=3)
+    with FtpSession(config(ftp)) as session:
+        session.mkdir("/in dir")
+        seen = recorder(ftp)
+        entry = session.store("/in dir/ small é.txt", io.BytesIO(small), size=len(small))
+        # STOR to the name itself, then MLST: the size check and the entry in one command.
+        assert [line.split(" ")[0] for line in seen] == ["EPSV", "STOR", "MLST"]
+        assert seen[1] == "STOR /in dir/ small é.txt"
+        assert entry is not None
+        assert (entry.name, entry.type, entry.size) == (" small é.txt", "file", len(small))
+        assert entry.modified is not None and entry.permissions
+        assert sha((home / "in dir" / " small é.txt").read_bytes()) == sha(small)
+
+        seen.clear()
+        entry = session.store("/in dir/large.bin", io.BytesIO(large), size=len(large))
+        assert f"RNFR /in dir/.large.bin{PART_SUFFIX}" in seen  # larger: a temporary name
+        assert entry is not None and entry.size == len(large)
+        assert sha((home / "in dir" / "large.bin").read_bytes()) == sha(large)
+        assert sorted(p.name for p in (home / "in dir").iterdir()) == [" small é.txt", "large.bin"]
+
+
+def test_store_without_mlst_checks_the_size_with_size(list_server: FTPServer, recorder) -> None:
+    list_server.clear_homes()
+    data = payload(5000)
+    with FtpSession(config(list_server)) as session:
+        seen = recorder(list_server)
+        assert session.store("/f.txt", io.BytesIO(data), size=len(data)) is None
+        assert [line.split(" ")[0] for line in seen] == ["EPSV", "STOR", "SIZE"]
+    assert sha((list_server.homes["alice"] / "f.txt").read_bytes()) == sha(data)
+
+
+def test_store_cut_short_deletes_what_arrived(cutting: FTPServer) -> None:
+    data = payload(DIRECT_STORE_MAX, seed=5)
+    Cut.upload = len(data) * 6 // 10
+    with FtpSession(config(cutting)) as session:
+        with pytest.raises(FtpTransferError) as caught:
+            session.store("/cut.bin", io.BytesIO(data), size=len(data))
+        assert caught.value.code == 426
+        session.noop()
+    assert not (cutting.homes["alice"] / "cut.bin").exists()  # no half file left behind
 
 
 def test_streamed_download_closed_early_keeps_the_session(ftp: FTPServer) -> None:
