@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from ftpcore.models import FtpSite
 from ftpcore.pool import browse_pool
+from tests.peers.ftp import FTPServer
 
 pytestmark = pytest.mark.django_db
 
@@ -219,6 +220,23 @@ def test_upload_two_files_then_download_one_byte_identical(site, client, ftp):
     assert download["Content-Length"] == str(len(big))
     assert download["Content-Disposition"].startswith('attachment; filename="big.bin"')
     assert hashlib.sha256(_body(download)).hexdigest() == hashlib.sha256(big).hexdigest()
+
+
+def test_upload_to_a_server_without_mlst_answers_entries_from_its_listing(alice, client):
+    with FTPServer(mlsd=False) as server:
+        server.add_user("alice", "secret-alice")
+        site = _site(alice, server)
+        files = [SimpleUploadedFile(f"f{i}.txt", b"x" * i) for i in range(1, 4)]
+        response = client.post(
+            f"{SITES}{site.pk}/upload/?path=/", {"file": files}, format="multipart"
+        )
+        assert response.status_code == 201, response.json()
+        assert [(e["name"], e["size"]) for e in response.json()] == [
+            ("f1.txt", 1),
+            ("f2.txt", 2),
+            ("f3.txt", 3),
+        ]
+        assert (server.homes["alice"] / "f3.txt").read_bytes() == b"xxx"
 
 
 def test_unicode_and_spaces_round_trip(site, client, ftp):
