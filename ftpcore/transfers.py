@@ -20,8 +20,9 @@ runs twice, or a worker killed at any line, never loses or duplicates a transfer
 - A dropped connection resumes from the bytes already transferred (download: REST at the
   local file's size; upload and copy: the size of the server's ``.part`` file), a bounded
   number of attempts with backoff; then the row fails with the server's words.
-- Downloads and uploads are hashed (SHA-256) by a second thread reading the local file as
-  the transfer goes, so hashing overlaps the network on another core.
+- Downloads are hashed (SHA-256) by a second thread reading the local file as the transfer
+  goes, so hashing overlaps the network on another core; an upload's file is hashed as it
+  arrives from the browser (``transfer_create``), so the worker only sends.
 - A worker that dies leaves a running row with an old heartbeat; ``transfers_sweep_stale``
   queues it again and the next worker resumes it. A per-transfer file lock keeps an old
   worker that has not noticed yet from writing alongside the new one.
@@ -343,11 +344,14 @@ def transfer_create(
             directory.mkdir(parents=True, exist_ok=True)
             local = directory / "upload"
             upload.seek(0)
+            digest = hashlib.sha256()
             with open(local, "wb") as file:
                 for chunk in upload.chunks(1024 * 1024):
                     file.write(chunk)
+                    digest.update(chunk)
             row.local_path = str(local)
-            row.save(update_fields=["local_path"])
+            row.sha256 = digest.hexdigest()
+            row.save(update_fields=["local_path", "sha256"])
         _publish(row)
         _enqueue_after_commit(row.pk)
     return row
@@ -802,19 +806,22 @@ def _download(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh:
 
 
 def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool) -> str:
+    """The file's sha256 was taken as it arrived (``transfer_create``), so the worker's
+    cores all go to sending; a row from before that is hashed alongside."""
     local = Path(row.local_path)
     size = local.stat().st_size
     if row.bytes_total != size:
         ticker.write(bytes_total=size)
-    hasher = _FileHasher(local, size, background=size > HASH_CHUNK)
+    hasher = None if row.sha256 else _FileHasher(local, size, background=size > HASH_CHUNK)
     try:
         with open(local, "rb", buffering=0) as source:
             offset = 0 if fresh else min(session.upload_offset(row.path), size)
             source.seek(offset)
             done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
-        sha256 = hasher.hexdigest()
+        sha256 = hasher.hexdigest() if hasher else row.sha256
     finally:
-        hasher.close()
+        if hasher:
+            hasher.close()
     row.bytes_done = done
     return sha256
 

@@ -199,6 +199,7 @@ def test_upload_is_done_with_the_file_on_the_server(celery_worker, ftp, alice, a
         )
     assert created.status_code == 201, created.content
     assert created.json()["path"] == "/in/report.bin"
+    assert created.json()["sha256"] == sha(data)  # taken as the file arrived
     row = wait_finished(created.json()["id"])
     assert row.state == "done", row.last_error
     stored = ftp.homes["alice"] / "in" / "report.bin"
@@ -391,6 +392,23 @@ def test_pause_then_resume_completes(celery_worker, ftp, alice, api_as):
     assert api.post(f"/api/v1/ftp/transfers/{transfer_id}/resume/").json()["state"] == "queued"
     row = wait_finished(transfer_id)
     assert row.state == "done" and row.sha256 == sha(data)
+
+
+def test_an_upload_queued_without_its_hash_is_hashed_by_the_worker(ftp, alice):
+    """Uploads queued before hashes were taken on arrival still end with one."""
+    data = payload(5 * MB + 1, seed=9)
+    site = make_site(alice, ftp)
+    row = Transfer.objects.create(
+        owner=alice, kind="upload", site=site, path="/old.bin", name="old.bin"
+    )
+    local = transfers.transfer_dir(owner_id=alice.pk, transfer_id=row.pk) / "upload"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(data)
+    Transfer.objects.filter(pk=row.pk).update(local_path=str(local), bytes_total=len(data))
+    transfers.transfer_run(transfer_id=row.pk)  # as the worker's task does, in this process
+    row.refresh_from_db()
+    assert row.state == "done", row.last_error
+    assert row.sha256 == sha(data) == sha((ftp.homes["alice"] / "old.bin").read_bytes())
 
 
 def test_another_users_transfer_is_404(ftp, alice, bob, api_as):
