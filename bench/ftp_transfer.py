@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="big file size")
     parser.add_argument("--files", type=int, default=1000, help="small files")
     parser.add_argument("--file-kib", type=int, default=4, help="small file size")
-    parser.add_argument("--per-post", type=int, default=50, help="files per browser POST")
+    parser.add_argument("--per-post", type=int, default=100, help="files per browser POST")
     parser.add_argument("--rounds", type=int, default=3, help="rounds taken in turns")
     parser.add_argument("--skip", default="", help="comma list of: big,small,rss")
     args = parser.parse_args()

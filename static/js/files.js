@@ -849,8 +849,8 @@
     // Small files bound for one folder share a POST (one request, then the server stores them
     // over one FTP session): a folder of many small files is not a request per file.
     const BATCH_FILE_MAX = 1024 * 1024;
-    const BATCH_FILES = 50;
-    const BATCH_BYTES = 8 * 1024 * 1024;
+    const BATCH_FILES = 100;
+    const BATCH_BYTES = 16 * 1024 * 1024;
     const CHUNKED_ABOVE = 16 * 1024 * 1024; // larger files upload in resumable chunks
     const CHUNK_SIZE = 8 * 1024 * 1024;
     const RETRY_DELAYS = [1000, 2000, 4000, 8000, 15000, 30000];
