@@ -433,35 +433,76 @@ class _Outcome:
                 setattr(message, name, getattr(self, name))
 
 
-_OUTCOME_ROW = (
-    "(%s::bigint, %s::varchar, %s::timestamptz, %s::text, %s::jsonb, %s::jsonb, %s::text,"
-    " %s::timestamptz)"
+# The outcomes to write ($5 ...): as a rule at most one (the previous message's), given
+# as plain parameters; when the connection failed there are many, given as a JSON array
+# (a key left out is NULL).
+_ONE_OUTCOME = """VALUES (
+    $5::bigint, $6::varchar, $7::timestamptz, $8::text,
+    $9::jsonb, $10::jsonb, $11::text, $12::timestamptz
+)"""
+_MANY_OUTCOMES = """SELECT * FROM jsonb_to_recordset($5::jsonb) AS o(
+    id bigint, state varchar, next_attempt_at timestamptz, last_error text,
+    refused jsonb, accepted jsonb, reply text, sent_at timestamptz
+)"""
+_OUTCOME_FIELDS = (
+    "state",
+    "next_attempt_at",
+    "last_error",
+    "refused",
+    "accepted",
+    "reply",
+    "sent_at",
 )
-_OUTCOMES_CTE = """
-outcome (id, state, next_attempt_at, last_error, refused, accepted, reply, sent_at)
-    AS (VALUES {rows}),
-done AS (
+# $1 now, $2 'sending', $3 the claim token, $4 the message to mark (NULL: none).
+# set_config(..., true) lasts for this statement's own (implicit) transaction only.
+_RECORD_SQL = """
+WITH outcome (id, state, next_attempt_at, last_error, refused, accepted, reply, sent_at) AS (
+    {outcomes}
+), done AS (
     UPDATE {table} AS m
     SET state = o.state, next_attempt_at = o.next_attempt_at, last_error = o.last_error,
         refused = COALESCE(o.refused, m.refused), accepted = COALESCE(o.accepted, m.accepted),
         reply = COALESCE(o.reply, m.reply), sent_at = COALESCE(o.sent_at, m.sent_at),
-        lease_until = NULL, claim_token = '', updated_at = %s
+        lease_until = NULL, claim_token = '', updated_at = $1::timestamptz
     FROM outcome AS o
-    WHERE m.id = o.id AND m.state = %s AND m.claim_token = %s
+    WHERE m.id = o.id AND m.state = $2::varchar AND m.claim_token = $3::varchar
     RETURNING m.id
-)"""
-_MARK_CTE = """
-marked AS (
+), marked AS (
     UPDATE {table} SET body_sent = true
-    WHERE id = %s AND state = %s AND claim_token = %s
+    WHERE id = $4::bigint AND state = $2::varchar AND claim_token = $3::varchar
     RETURNING id
-)"""
-
-# set_config(..., true) lasts for this statement's own (implicit) transaction only.
-_RECORD_SQL = """
-WITH {ctes}
-SELECT id, mark, set_config('synchronous_commit', 'off', true) FROM ({written}) AS written
+)
+SELECT id, mark, set_config('synchronous_commit', 'off', true) FROM (
+    SELECT id, false AS mark FROM done UNION ALL SELECT id, true AS mark FROM marked
+) AS written
 """
+
+
+def _outcome_params(o: _Outcome | None) -> list:
+    if o is None:
+        return [None] * 8
+    return [
+        o.message.pk,
+        o.state,
+        o.next_attempt_at,
+        o.last_error,
+        None if o.refused is None else json.dumps(o.refused),
+        None if o.accepted is None else json.dumps(o.accepted),
+        o.reply,
+        o.sent_at,
+    ]
+
+
+def _outcomes_json(outcomes: list[_Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        row = {"id": o.message.pk}
+        for name in _OUTCOME_FIELDS:
+            value = getattr(o, name)
+            if value is not None:
+                row[name] = value.isoformat() if isinstance(value, datetime) else value
+        rows.append(row)
+    return json.dumps(rows)
 
 
 def _record_start(outcomes: list[_Outcome], *, token: str, handover: int | None):
@@ -469,48 +510,43 @@ def _record_start(outcomes: list[_Outcome], *, token: str, handover: int | None)
     still holds the row, and with ``handover`` mark that message's body as possibly
     delivered from now on. The statement is sent now and answered later (its round trip
     overlaps the SMTP envelope's): the returned function waits for it and returns the ids
-    written and whether the mark was.
+    written and whether the mark was. The usual one (a mark and at most one outcome) is
+    prepared once per connection.
 
     The commit does not wait for the WAL to reach the disk (``synchronous_commit`` off
     for this transaction): it is visible to every other session at once and survives
     any worker death; only a crash of PostgreSQL itself could lose it, and the sweeper
     then treats every row claimed before that restart as maybe delivered. Waiting for
     the disk before every dot would cost ~0.3-3 ms per message on a busy machine."""
-    table = OutgoingMessage._meta.db_table
-    ctes: list[str] = []
-    selects: list[str] = []
-    params: list = []
-    if outcomes:
-        rows = ", ".join([_OUTCOME_ROW] * len(outcomes))
-        ctes.append(_OUTCOMES_CTE.format(rows=rows, table=table))
-        for o in outcomes:
-            params += [
-                o.message.pk,
-                o.state,
-                o.next_attempt_at,
-                o.last_error,
-                None if o.refused is None else json.dumps(o.refused),
-                None if o.accepted is None else json.dumps(o.accepted),
-                o.reply,
-                o.sent_at,
-            ]
-        params += [timezone.now(), State.SENDING, token]
-        selects.append("SELECT id, false AS mark FROM done")
-    if handover is not None:
-        ctes.append(_MARK_CTE.format(table=table))
-        params += [handover, State.SENDING, token]
-        selects.append("SELECT id, true AS mark FROM marked")
-    if not ctes:
+    if not outcomes and handover is None:
         return lambda: (set(), True)
-    sql = _RECORD_SQL.format(ctes=", ".join(ctes), written=" UNION ALL ".join(selects))
-    statement = PendingStatement(sql, params)
+    params = [timezone.now(), State.SENDING, token, handover]
+    if len(outcomes) <= 1:
+        params += _outcome_params(outcomes[0] if outcomes else None)
+        statement = PendingStatement(
+            _record_sql(_ONE_OUTCOME), params, prepare_as="satchel_outbox_record"
+        )
+    else:
+        statement = PendingStatement(
+            _record_sql(_MANY_OUTCOMES), [*params, _outcomes_json(outcomes)]
+        )
 
     def answer() -> tuple[set[int], bool]:
-        found = [(int(pk), mark == "t") for pk, mark, _ in statement.rows()]
-        written = {pk for pk, mark in found if not mark}
-        return written, handover is None or any(mark for _, mark in found)
+        written: set[int] = set()
+        marked = handover is None
+        for pk, mark, _ in statement.rows():
+            if mark == "t":
+                marked = True
+            else:
+                written.add(int(pk))
+        return written, marked
 
     return answer
+
+
+@lru_cache(maxsize=2)
+def _record_sql(outcomes: str) -> str:
+    return _RECORD_SQL.format(outcomes=outcomes, table=OutgoingMessage._meta.db_table)
 
 
 # --------------------------------------------------------------------------- sending
