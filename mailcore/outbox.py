@@ -120,7 +120,7 @@ class OutboxConflict(Exception):
 # --------------------------------------------------------------------------- events
 
 
-def message_event(message: OutgoingMessage) -> dict:
+def message_event(message: OutgoingMessage | Claimed) -> dict:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -145,7 +145,7 @@ def _reload_and_publish(message_id: int) -> OutgoingMessage:
     return message
 
 
-def _publish_many(messages: list[OutgoingMessage]) -> None:
+def _publish_many(messages: list[OutgoingMessage] | list[Claimed]) -> None:
     """``_publish`` for each message, after commit, from the worker's event sender."""
     for m in messages:
         event = {"type": "outbox.state", "message": message_event(m)}
@@ -385,11 +385,52 @@ SET state = %(sending)s, claim_token = %(token)s, lease_until = %(lease)s,
     attempts = m.attempts + 1, body_sent = false,
     first_attempt_at = COALESCE(m.first_attempt_at, %(now)s), updated_at = %(now)s
 FROM chosen WHERE m.id = chosen.id
-RETURNING m.*
+RETURNING {claimed}
 """
 
 
-def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[OutgoingMessage]:
+@dataclass(slots=True)
+class Claimed:
+    """A claimed row: only what sending it, recording the outcome, announcing it and
+    saving its Sent copy read (a batch is ~100 of these, built per message)."""
+
+    pk: int
+    owner_id: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str
+    first_attempt_at: datetime | None
+    raw: bytes
+    mail_from: str
+    recipients: list[str]
+    message_id: str
+    addressees: list[dict]  # to + cc + bcc: [{name, email}]
+    reply_to_message_id: int | None
+    forward_of_id: int | None
+    # Set by the outcome.
+    sent_at: datetime | None = None
+    refused: list[dict] | None = None
+    accepted: list[str] | None = None
+    reply: str | None = None
+
+
+_CLAIMED_COLUMNS = (
+    "m.id, m.owner_id, m.state, m.attempts, m.next_attempt_at, m.last_error, "
+    "m.first_attempt_at, m.raw, m.mail_from, m.recipients, m.message_id, "
+    "m.to || m.cc || m.bcc, m.reply_to_message_id, m.forward_of_id"
+)
+
+
+def _claimed(*values) -> Claimed:
+    *head, recipients, message_id, addressees, reply_to, forward_of = values
+    # Django's connection hands jsonb over as its text.
+    return Claimed(
+        *head, json.loads(recipients), message_id, json.loads(addressees), reply_to, forward_of
+    )
+
+
+def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Claimed]:
     """Due scheduled/queued/retrying rows of the account -> sending, in ONE statement
     (claim token, lease, attempts + 1); ``first`` leads the batch if it is due."""
     now = timezone.now()
@@ -405,7 +446,9 @@ def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Outg
         "lease": now + timedelta(seconds=settings.OUTBOX_SENDING_LEASE),
     }
     table = OutgoingMessage._meta.db_table
-    rows = list(OutgoingMessage.objects.raw(_CLAIM_SQL.format(table=table), params))
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL.format(table=table, claimed=_CLAIMED_COLUMNS), params)
+        rows = [_claimed(*row) for row in cursor.fetchall()]
     rows.sort(key=lambda m: (m.pk != first, m.next_attempt_at or now, m.pk))
     return rows
 
@@ -414,7 +457,7 @@ def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Outg
 class _Outcome:
     """How one attempt ended; None fields keep the row's value."""
 
-    message: OutgoingMessage
+    message: Claimed
     state: str
     last_error: str = ""
     next_attempt_at: datetime | None = None
@@ -424,13 +467,18 @@ class _Outcome:
     sent_at: datetime | None = None
 
     def apply(self) -> None:
-        """Onto the claimed instance, for the event and the caller."""
+        """Onto the claimed row, for the event and the Sent copy."""
         message = self.message
         message.state, message.last_error = self.state, self.last_error
         message.next_attempt_at = self.next_attempt_at
-        for name in ("refused", "accepted", "reply", "sent_at"):
-            if getattr(self, name) is not None:
-                setattr(message, name, getattr(self, name))
+        if self.refused is not None:
+            message.refused = self.refused
+        if self.accepted is not None:
+            message.accepted = self.accepted
+        if self.reply is not None:
+            message.reply = self.reply
+        if self.sent_at is not None:
+            message.sent_at = self.sent_at
 
 
 # The outcomes to write ($5 ...): as a rule at most one (the previous message's), given
@@ -593,7 +641,7 @@ def _refused(results) -> list[dict]:
     return [{"address": r.address, "code": r.code, "reply": r.reply} for r in results]
 
 
-def _error_outcome(message: OutgoingMessage, exc: SmtpError | ValueError) -> _Outcome:
+def _error_outcome(message: Claimed, exc: SmtpError | ValueError) -> _Outcome:
     if isinstance(exc, SmtpUnknownOutcome):
         return _Outcome(
             message,
@@ -610,7 +658,7 @@ def _error_outcome(message: OutgoingMessage, exc: SmtpError | ValueError) -> _Ou
     return _Outcome(message, State.FAILED, str(exc))  # an envelope address the engine refuses
 
 
-def _retry_or_give_up(message: OutgoingMessage, error: str, *, refused: list[dict]) -> _Outcome:
+def _retry_or_give_up(message: Claimed, error: str, *, refused: list[dict]) -> _Outcome:
     """``message`` as claimed: attempts counts this one, first_attempt_at is set."""
     now = timezone.now()
     started = message.first_attempt_at or now
@@ -665,9 +713,9 @@ class _AccountSender:
         # messages get that outcome, and the run stops after the batch.
         self.unreachable: SmtpError | None = None
         self.states: dict[int, str] = {}
-        self.sent: list[OutgoingMessage] = []  # this batch's, for their Sent copies
+        self.sent: list[Claimed] = []  # this batch's, for their Sent copies
         self.recipients: dict[str, Address] = {}  # the run's, collected as contacts at its end
-        self.unpublished: dict[int, OutgoingMessage] = {}
+        self.unpublished: dict[int, Claimed] = {}
         self.published_at = time.monotonic()
 
     def drain(self, *, first: int | None) -> None:
@@ -709,7 +757,7 @@ class _AccountSender:
             return SmtpPermanentError(str(exc))
         return None
 
-    def _send_batch(self, batch: list[OutgoingMessage], token: str) -> None:
+    def _send_batch(self, batch: list[Claimed], token: str) -> None:
         pending: list[_Outcome] = []
         renewed = time.monotonic()
         for index, message in enumerate(batch):
@@ -726,9 +774,7 @@ class _AccountSender:
                 pending.append(outcome)
         self._flush(pending, token, handover=None)
 
-    def _attempt(
-        self, message: OutgoingMessage, token: str, pending: list[_Outcome]
-    ) -> _Outcome | None:
+    def _attempt(self, message: Claimed, token: str, pending: list[_Outcome]) -> _Outcome | None:
         # The mark (with the previous outcomes) goes to PostgreSQL now; the dot waits for
         # its commit, which by then has usually long arrived.
         recorded = self._flush_start(pending, token, handover=message.pk)
@@ -797,7 +843,7 @@ class _AccountSender:
         self.unpublished = {}
         self.published_at = time.monotonic()
 
-    def _renew_lease(self, remaining: list[OutgoingMessage], token: str) -> None:
+    def _renew_lease(self, remaining: list[Claimed], token: str) -> None:
         OutgoingMessage.objects.filter(
             pk__in=[m.pk for m in remaining], state=State.SENDING, claim_token=token
         ).update(lease_until=timezone.now() + timedelta(seconds=settings.OUTBOX_SENDING_LEASE))
@@ -805,7 +851,7 @@ class _AccountSender:
     def _save_sent_copies(self) -> None:
         sent, self.sent = self.sent, []
         for message in sent:
-            for entry in [*message.to, *message.cc, *message.bcc]:
+            for entry in message.addressees:
                 self.recipients.setdefault(
                     entry["email"].lower(), Address(entry["name"], entry["email"])
                 )
@@ -845,7 +891,9 @@ RETURNING id
 """
 
 
-def _save_sent_copies(account: MailAccount, messages: list[OutgoingMessage]) -> set[int]:
+def _save_sent_copies(
+    account: MailAccount, messages: list[OutgoingMessage] | list[Claimed]
+) -> set[int]:
     """APPEND sent messages of an IMAP account to its Sent folder (\\Seen), each at most
     once, over ONE IMAP session. Returns the ids whose copy is now there.
 
@@ -879,7 +927,7 @@ def _save_sent_copies(account: MailAccount, messages: list[OutgoingMessage]) -> 
     return saved
 
 
-def _mark_originals(messages: list[OutgoingMessage]) -> None:
+def _mark_originals(messages: list[OutgoingMessage] | list[Claimed]) -> None:
     """The messages these sent ones answer or forward get \\Answered / $Forwarded (see
     services.message_reply_flags_set), all in one call. Best effort: a failure is logged
     and never touches the sent messages."""
