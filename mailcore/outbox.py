@@ -100,7 +100,7 @@ from mailcore.protocols.smtp import (
 )
 from mailcore.sync import imap_config
 from webapp.events.publish import event_publish
-from webapp.events.sender import event_enqueue, event_sender
+from webapp.events.sender import event_enqueue_many, event_sender
 from webapp.pending_statement import PendingStatement
 
 logger = logging.getLogger(__name__)
@@ -147,9 +147,12 @@ def _reload_and_publish(message_id: int) -> OutgoingMessage:
 
 def _publish_many(messages: list[OutgoingMessage] | list[Claimed]) -> None:
     """``_publish`` for each message, after commit, from the worker's event sender."""
-    for m in messages:
-        event = {"type": "outbox.state", "message": message_event(m)}
-        event_enqueue(user_id=m.owner_id, event=event, key=("outbox", m.pk))
+    event_enqueue_many(
+        [
+            (m.owner_id, {"type": "outbox.state", "message": message_event(m)}, ("outbox", m.pk))
+            for m in messages
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- uploads
