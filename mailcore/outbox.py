@@ -361,7 +361,7 @@ def _kick(account_id: int, message_id: int) -> None:
 # of them (the first one always, whatever its size).
 _BATCH_SIZE = 100
 _BATCH_BYTES = 32 * 1024 * 1024
-# A task drains its account for at most this long; the dispatcher enqueues what is left.
+# A task drains its account for at most this long, then hands what is left to a new task.
 _DRAIN_SECONDS = 60.0
 
 # Due rows of one account, locked without waiting for rows another worker is claiming,
@@ -719,6 +719,7 @@ class _AccountSender:
         self.sent: list[Claimed] = []  # this batch's, for their Sent copies
         self.recipients: dict[str, Address] = {}  # the run's, collected as contacts at its end
         self.unpublished: dict[int, Claimed] = {}
+        self.kicked = False  # whether this run asked for a helper
         self.published_at = time.monotonic()
 
     def drain(self, *, first: int | None) -> None:
@@ -729,6 +730,7 @@ class _AccountSender:
 
     def _drain(self, first: int | None) -> None:
         started = time.monotonic()
+        last: int | None = None
         while self.unreachable is None and time.monotonic() - started < _DRAIN_SECONDS:
             # Before claiming: a message committed from now on enqueues a task of its own.
             _redis().delete(_kick_key(self.account.pk))
@@ -737,12 +739,17 @@ class _AccountSender:
             first = None
             if not batch:
                 return
-            if len(batch) == _BATCH_SIZE:
-                _kick(self.account.pk, batch[-1].pk)  # more are due: another worker may help
+            last = batch[-1].pk
+            if len(batch) == _BATCH_SIZE and not self.kicked:
+                # More may be due: another worker may help (once: its run drains too).
+                _kick(self.account.pk, batch[-1].pk)
+                self.kicked = True
             self.unpublished.update((m.pk, m) for m in batch)
             self._send_batch(batch, token)
             self._publish()
             self._save_sent_copies()
+        if self.unreachable is None and last is not None:
+            _kick(self.account.pk, last)  # out of time: what is still due goes to a new task
 
     def close(self) -> None:
         if self.own_session and self.session is not None:
