@@ -8,9 +8,10 @@ while the worker does its other round trips, and ``rows()`` waits only for what 
 The statement's parameters are ``$1``, ``$2``, ... (their types cast in its text) and go
 separately, as text: ``None`` is NULL, a datetime its ISO form, anything else ``str()``.
 With ``prepare_as`` the statement is prepared on the connection the first time it is
-used there, under that name, so PostgreSQL neither parses nor plans it again. In autocommit (as in a
-worker) it is its own transaction, committed when answered; inside a transaction it is
-part of it.
+used there, under that name: PostgreSQL parses it once, and plans it once it has seen that
+a generic plan does as well as one made for the values (if something deallocates it —
+DISCARD ALL, a pooler — it is prepared again). In autocommit (as in a worker) it is its
+own transaction, committed when answered; inside a transaction it is part of it.
 Nothing else may use the connection until ``rows()`` has been called: call it in a
 ``finally`` if the work in between can fail.
 """
@@ -50,37 +51,64 @@ def _error(result: pq.PGresult | None) -> PendingStatementError:
     return PendingStatementError(message.decode(errors="replace").strip())
 
 
+_NO_SUCH_STATEMENT = b"26000"  # invalid_sql_statement_name
+
+
 class PendingStatement:
     def __init__(self, sql: str, params: list[Any], *, prepare_as: str | None = None) -> None:
         connection.ensure_connection()
-        raw = connection.connection
-        pgconn = self._pgconn = raw.pgconn
-        values = [_text(value) for value in params]
-        if prepare_as is None:
-            pgconn.send_query_params(sql.encode(raw.info.encoding), values)
+        self._raw = connection.connection
+        self._pgconn = self._raw.pgconn
+        self._sql = sql.encode(self._raw.info.encoding)
+        self._name = None if prepare_as is None else prepare_as.encode()
+        self._values = [_text(value) for value in params]
+        self._rows: list[tuple[str | None, ...]] | None = None
+        self._send()
+
+    def _send(self) -> None:
+        pgconn = self._pgconn
+        if self._name is None:
+            pgconn.send_query_params(self._sql, self._values)
         else:
-            names = _prepared.setdefault(raw, set())
-            if prepare_as not in names:  # once per connection, and waited for (it is rare)
-                result = pgconn.prepare(prepare_as.encode(), sql.encode(raw.info.encoding))
+            names = _prepared.setdefault(self._raw, set())
+            if self._name not in names:  # once per connection, and waited for (it is rare)
+                result = pgconn.prepare(self._name, self._sql)
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     raise _error(result)
-                names.add(prepare_as)
-            pgconn.send_query_prepared(prepare_as.encode(), values)
+                names.add(self._name)
+            pgconn.send_query_prepared(self._name, self._values)
         while pgconn.flush():  # 1 while some of the query is still unsent
             select.select([], [pgconn.socket], [])
-        self._rows: list[tuple[str | None, ...]] | None = None
 
     def rows(self) -> list[tuple[str | None, ...]]:
         """Wait for the answer; every value as text (None for NULL)."""
         if self._rows is not None:
             return self._rows
+        rows, error, sqlstate = self._answer()
+        if (
+            sqlstate == _NO_SUCH_STATEMENT
+            and self._name is not None
+            and self._pgconn.transaction_status == pq.TransactionStatus.IDLE
+        ):
+            # Something deallocated it (DISCARD ALL, a pooler): nothing ran; once more.
+            _prepared.get(self._raw, set()).discard(self._name)
+            self._send()
+            rows, error, sqlstate = self._answer()
+        self._rows = rows
+        if error is not None:
+            raise error
+        return rows
+
+    def _answer(
+        self,
+    ) -> tuple[list[tuple[str | None, ...]], PendingStatementError | None, bytes | None]:
         pgconn = self._pgconn
         pgconn.consume_input()
         while pgconn.is_busy():
             select.select([pgconn.socket], [], [])
             pgconn.consume_input()
         rows: list[tuple[str | None, ...]] = []
-        error = None
+        error = sqlstate = None
         while (result := pgconn.get_result()) is not None:
             if result.status == pq.ExecStatus.TUPLES_OK:
                 columns = range(result.nfields)
@@ -95,7 +123,5 @@ class PendingStatement:
                     )
             elif result.status != pq.ExecStatus.COMMAND_OK:
                 error = _error(result)
-        self._rows = rows
-        if error is not None:
-            raise error
-        return rows
+                sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+        return rows, error, sqlstate
