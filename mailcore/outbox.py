@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -120,7 +121,7 @@ class OutboxConflict(Exception):
 # --------------------------------------------------------------------------- events
 
 
-def message_event(message: OutgoingMessage | Claimed) -> dict:
+def message_event(message: OutgoingMessage | Claimed | _Changed) -> dict:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -145,7 +146,7 @@ def _reload_and_publish(message_id: int) -> OutgoingMessage:
     return message
 
 
-def _publish_many(messages: list[OutgoingMessage] | list[Claimed]) -> None:
+def _publish_many(messages: list[OutgoingMessage] | list[Claimed] | list[_Changed]) -> None:
     """``_publish`` for each message, after commit, from the worker's event sender."""
     event_enqueue_many(
         [
@@ -316,7 +317,7 @@ def ascii_domain(domain: str) -> str:
         return "localhost"
 
 
-def _enqueue_on_commit(message: OutgoingMessage, due: datetime | None) -> None:
+def _enqueue_on_commit(message: OutgoingMessage | _Changed, due: datetime | None) -> None:
     from mailcore.tasks import outbox_send
 
     delay = max(0.0, (due - timezone.now()).total_seconds()) if due else 0.0
@@ -1051,6 +1052,26 @@ def outbox_retry(*, message: OutgoingMessage) -> OutgoingMessage:
 # What ``message_event`` reads, for statements that return many rows only to announce them.
 _EVENT_FIELDS = "id, owner_id, state, attempts, next_attempt_at, last_error"
 
+
+class _Changed(NamedTuple):
+    """A row as such a statement returns it (a plain tuple: the dispatcher may announce
+    thousands at once)."""
+
+    pk: int
+    owner_id: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str
+    account_id: int | None = None
+
+
+def _changed_rows(sql: str, params: list) -> list[_Changed]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [_Changed(*row) for row in cursor.fetchall()]
+
+
 _QUEUE_DUE_SQL = """
 UPDATE {table} SET state = %s, updated_at = %s
 WHERE state = %s AND next_attempt_at <= %s
@@ -1066,11 +1087,9 @@ def outbox_dispatch_due(*, limit: int = 1000) -> int:
 
     now = timezone.now()
     table = OutgoingMessage._meta.db_table
-    queued = list(
-        OutgoingMessage.objects.raw(
-            _QUEUE_DUE_SQL.format(table=table, event_fields=_EVENT_FIELDS),
-            [State.QUEUED, now, State.SCHEDULED, now],
-        )
+    queued = _changed_rows(
+        _QUEUE_DUE_SQL.format(table=table, event_fields=_EVENT_FIELDS),
+        [State.QUEUED, now, State.SCHEDULED, now],
     )
     _publish_many(queued)
     firsts = list(
@@ -1124,7 +1143,7 @@ def outbox_sweep_stale() -> int:
     ]
     table = OutgoingMessage._meta.db_table
     sql = _SWEEP_SQL.format(table=table, event_fields=_EVENT_FIELDS)
-    swept = list(OutgoingMessage.objects.raw(sql, params))
+    swept = _changed_rows(sql, params)
     with transaction.atomic():
         _publish_many(swept)
         for message in swept:
