@@ -121,7 +121,7 @@ class OutboxConflict(Exception):
 # --------------------------------------------------------------------------- events
 
 
-def message_event(message: OutgoingMessage | Claimed | _Changed) -> dict:
+def message_event(message: OutgoingMessage | _Claimed | _Changed) -> dict:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -146,7 +146,7 @@ def _reload_and_publish(message_id: int) -> OutgoingMessage:
     return message
 
 
-def _publish_many(messages: list[OutgoingMessage] | list[Claimed] | list[_Changed]) -> None:
+def _publish_many(messages: list[OutgoingMessage] | list[_Claimed] | list[_Changed]) -> None:
     """``_publish`` for each message, after commit, from the worker's event sender."""
     event_enqueue_many(
         [
@@ -394,7 +394,7 @@ RETURNING {claimed}
 
 
 @dataclass(slots=True)
-class Claimed:
+class _Claimed:
     """A claimed row: only what sending it, recording the outcome, announcing it and
     saving its Sent copy read (a batch is ~100 of these, built per message)."""
 
@@ -426,15 +426,15 @@ _CLAIMED_COLUMNS = (
 )
 
 
-def _claimed(*values) -> Claimed:
+def _claimed(*values) -> _Claimed:
     *head, recipients, message_id, addressees, reply_to, forward_of = values
     # Django's connection hands jsonb over as its text.
-    return Claimed(
+    return _Claimed(
         *head, json.loads(recipients), message_id, json.loads(addressees), reply_to, forward_of
     )
 
 
-def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Claimed]:
+def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[_Claimed]:
     """Due scheduled/queued/retrying rows of the account -> sending, in ONE statement
     (claim token, lease, attempts + 1); ``first`` leads the batch if it is due."""
     now = timezone.now()
@@ -461,7 +461,7 @@ def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Clai
 class _Outcome:
     """How one attempt ended; None fields keep the row's value."""
 
-    message: Claimed
+    message: _Claimed
     state: str
     last_error: str = ""
     next_attempt_at: datetime | None = None
@@ -496,7 +496,7 @@ _MANY_OUTCOMES = """SELECT * FROM jsonb_to_recordset($5::jsonb) AS o(
     id bigint, state varchar, next_attempt_at timestamptz, last_error text,
     refused jsonb, accepted jsonb, reply text, sent_at timestamptz
 )"""
-_OUTCOME_FIELDS = (
+_OUTCOME_FIELDS = [
     "state",
     "next_attempt_at",
     "last_error",
@@ -504,7 +504,7 @@ _OUTCOME_FIELDS = (
     "accepted",
     "reply",
     "sent_at",
-)
+]
 # $1 now, $2 'sending', $3 the claim token, $4 the message to mark (NULL: none).
 # set_config(..., true) lasts for this statement's own (implicit) transaction only.
 _RECORD_SQL = """
@@ -645,7 +645,7 @@ def _refused(results) -> list[dict]:
     return [{"address": r.address, "code": r.code, "reply": r.reply} for r in results]
 
 
-def _error_outcome(message: Claimed, exc: SmtpError | ValueError) -> _Outcome:
+def _error_outcome(message: _Claimed, exc: SmtpError | ValueError) -> _Outcome:
     if isinstance(exc, SmtpUnknownOutcome):
         return _Outcome(
             message,
@@ -662,7 +662,7 @@ def _error_outcome(message: Claimed, exc: SmtpError | ValueError) -> _Outcome:
     return _Outcome(message, State.FAILED, str(exc))  # an envelope address the engine refuses
 
 
-def _retry_or_give_up(message: Claimed, error: str, *, refused: list[dict]) -> _Outcome:
+def _retry_or_give_up(message: _Claimed, error: str, *, refused: list[dict]) -> _Outcome:
     """``message`` as claimed: attempts counts this one, first_attempt_at is set."""
     now = timezone.now()
     started = message.first_attempt_at or now
@@ -717,9 +717,9 @@ class _AccountSender:
         # messages get that outcome, and the run stops after the batch.
         self.unreachable: SmtpError | None = None
         self.states: dict[int, str] = {}
-        self.sent: list[Claimed] = []  # this batch's, for their Sent copies
+        self.sent: list[_Claimed] = []  # this batch's, for their Sent copies
         self.recipients: dict[str, Address] = {}  # the run's, collected as contacts at its end
-        self.unpublished: dict[int, Claimed] = {}
+        self.unpublished: dict[int, _Claimed] = {}
         self.kicked = False  # whether this run asked for a helper
         self.published_at = time.monotonic()
 
@@ -768,16 +768,17 @@ class _AccountSender:
             return SmtpPermanentError(str(exc))
         return None
 
-    def _send_batch(self, batch: list[Claimed], token: str) -> None:
+    def _send_batch(self, batch: list[_Claimed], token: str) -> None:
         pending: list[_Outcome] = []
         renewed = time.monotonic()
+        renew_every = settings.OUTBOX_SENDING_LEASE / 3
         for index, message in enumerate(batch):
             if self.unreachable is None:
                 self.unreachable = self._connect()
             if self.unreachable is not None:  # this and the rest: the same outcome
                 pending.append(_error_outcome(message, self.unreachable))
                 continue
-            if time.monotonic() - renewed > settings.OUTBOX_SENDING_LEASE / 3:
+            if time.monotonic() - renewed > renew_every:
                 self._renew_lease(batch[index:], token)
                 renewed = time.monotonic()
             outcome = self._attempt(message, token, pending)
@@ -785,7 +786,7 @@ class _AccountSender:
                 pending.append(outcome)
         self._flush(pending, token, handover=None)
 
-    def _attempt(self, message: Claimed, token: str, pending: list[_Outcome]) -> _Outcome | None:
+    def _attempt(self, message: _Claimed, token: str, pending: list[_Outcome]) -> _Outcome | None:
         # The mark (with the previous outcomes) goes to PostgreSQL now; the dot waits for
         # its commit, which by then has usually long arrived.
         recorded = self._flush_start(pending, token, handover=message.pk)
@@ -854,7 +855,7 @@ class _AccountSender:
         self.unpublished = {}
         self.published_at = time.monotonic()
 
-    def _renew_lease(self, remaining: list[Claimed], token: str) -> None:
+    def _renew_lease(self, remaining: list[_Claimed], token: str) -> None:
         OutgoingMessage.objects.filter(
             pk__in=[m.pk for m in remaining], state=State.SENDING, claim_token=token
         ).update(lease_until=timezone.now() + timedelta(seconds=settings.OUTBOX_SENDING_LEASE))
@@ -903,7 +904,7 @@ RETURNING id
 
 
 def _save_sent_copies(
-    account: MailAccount, messages: list[OutgoingMessage] | list[Claimed]
+    account: MailAccount, messages: list[OutgoingMessage] | list[_Claimed]
 ) -> set[int]:
     """APPEND sent messages of an IMAP account to its Sent folder (\\Seen), each at most
     once, over ONE IMAP session. Returns the ids whose copy is now there.
@@ -938,7 +939,7 @@ def _save_sent_copies(
     return saved
 
 
-def _mark_originals(messages: list[OutgoingMessage] | list[Claimed]) -> None:
+def _mark_originals(messages: list[OutgoingMessage] | list[_Claimed]) -> None:
     """The messages these sent ones answer or forward get \\Answered / $Forwarded (see
     services.message_reply_flags_set), all in one call. Best effort: a failure is logged
     and never touches the sent messages."""

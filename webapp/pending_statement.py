@@ -39,6 +39,8 @@ _prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.Wea
 def _text(value: Any) -> bytes | None:
     if value is None:
         return None
+    if type(value) is str:  # the usual case first: this runs for every parameter
+        return value.encode()
     if isinstance(value, bytes):
         return value
     if isinstance(value, datetime):
