@@ -362,7 +362,8 @@ def _kick(account_id: int, message_id: int) -> None:
 # of them (the first one always, whatever its size).
 _BATCH_SIZE = 100
 _BATCH_BYTES = 32 * 1024 * 1024
-# A task drains its account for at most this long, then hands what is left to a new task.
+# A task drains its account for about this long (whole batches), then hands what is left
+# to a new task.
 _DRAIN_SECONDS = 60.0
 
 # Due rows of one account, locked without waiting for rows another worker is claiming,
@@ -731,8 +732,7 @@ class _AccountSender:
 
     def _drain(self, first: int | None) -> None:
         started = time.monotonic()
-        last: int | None = None
-        while self.unreachable is None and time.monotonic() - started < _DRAIN_SECONDS:
+        while self.unreachable is None:
             # Before claiming: a message committed from now on enqueues a task of its own.
             _redis().delete(_kick_key(self.account.pk))
             token = secrets.token_hex(16)
@@ -740,7 +740,6 @@ class _AccountSender:
             first = None
             if not batch:
                 return
-            last = batch[-1].pk
             if len(batch) == _BATCH_SIZE and not self.kicked:
                 # More may be due: another worker may help (once: its run drains too).
                 _kick(self.account.pk, batch[-1].pk)
@@ -749,8 +748,9 @@ class _AccountSender:
             self._send_batch(batch, token)
             self._publish()
             self._save_sent_copies()
-        if self.unreachable is None and last is not None:
-            _kick(self.account.pk, last)  # out of time: what is still due goes to a new task
+            if self.unreachable is None and time.monotonic() - started >= _DRAIN_SECONDS:
+                _kick(self.account.pk, batch[-1].pk)  # what is still due goes to a new task
+                return
 
     def close(self) -> None:
         if self.own_session and self.session is not None:
