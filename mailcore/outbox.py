@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -100,7 +101,7 @@ from mailcore.protocols.smtp import (
 )
 from mailcore.sync import imap_config
 from webapp.events.publish import event_publish
-from webapp.events.sender import event_enqueue, event_sender
+from webapp.events.sender import event_enqueue_many, event_sender
 from webapp.pending_statement import PendingStatement
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class OutboxConflict(Exception):
 # --------------------------------------------------------------------------- events
 
 
-def message_event(message: OutgoingMessage) -> dict:
+def message_event(message: OutgoingMessage | _Claimed | _Changed) -> dict:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -145,11 +146,14 @@ def _reload_and_publish(message_id: int) -> OutgoingMessage:
     return message
 
 
-def _publish_many(messages: list[OutgoingMessage]) -> None:
+def _publish_many(messages: list[OutgoingMessage] | list[_Claimed] | list[_Changed]) -> None:
     """``_publish`` for each message, after commit, from the worker's event sender."""
-    for m in messages:
-        event = {"type": "outbox.state", "message": message_event(m)}
-        event_enqueue(user_id=m.owner_id, event=event, key=("outbox", m.pk))
+    event_enqueue_many(
+        [
+            (m.owner_id, {"type": "outbox.state", "message": message_event(m)}, ("outbox", m.pk))
+            for m in messages
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- uploads
@@ -313,7 +317,7 @@ def ascii_domain(domain: str) -> str:
         return "localhost"
 
 
-def _enqueue_on_commit(message: OutgoingMessage, due: datetime | None) -> None:
+def _enqueue_on_commit(message: OutgoingMessage | _Changed, due: datetime | None) -> None:
     from mailcore.tasks import outbox_send
 
     delay = max(0.0, (due - timezone.now()).total_seconds()) if due else 0.0
@@ -358,7 +362,8 @@ def _kick(account_id: int, message_id: int) -> None:
 # of them (the first one always, whatever its size).
 _BATCH_SIZE = 100
 _BATCH_BYTES = 32 * 1024 * 1024
-# A task drains its account for at most this long; the dispatcher enqueues what is left.
+# A task drains its account for about this long (whole batches), then hands what is left
+# to a new task.
 _DRAIN_SECONDS = 60.0
 
 # Due rows of one account, locked without waiting for rows another worker is claiming,
@@ -385,11 +390,52 @@ SET state = %(sending)s, claim_token = %(token)s, lease_until = %(lease)s,
     attempts = m.attempts + 1, body_sent = false,
     first_attempt_at = COALESCE(m.first_attempt_at, %(now)s), updated_at = %(now)s
 FROM chosen WHERE m.id = chosen.id
-RETURNING m.*
+RETURNING {claimed}
 """
 
 
-def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[OutgoingMessage]:
+@dataclass(slots=True)
+class _Claimed:
+    """A claimed row: only what sending it, recording the outcome, announcing it and
+    saving its Sent copy read (a batch is ~100 of these, built per message)."""
+
+    pk: int
+    owner_id: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str
+    first_attempt_at: datetime | None
+    raw: bytes
+    mail_from: str
+    recipients: list[str]
+    message_id: str
+    addressees: list[dict]  # to + cc + bcc: [{name, email}]
+    reply_to_message_id: int | None
+    forward_of_id: int | None
+    # Set by the outcome.
+    sent_at: datetime | None = None
+    refused: list[dict] | None = None
+    accepted: list[str] | None = None
+    reply: str | None = None
+
+
+_CLAIMED_COLUMNS = (
+    "m.id, m.owner_id, m.state, m.attempts, m.next_attempt_at, m.last_error, "
+    "m.first_attempt_at, m.raw, m.mail_from, m.recipients, m.message_id, "
+    "m.to || m.cc || m.bcc, m.reply_to_message_id, m.forward_of_id"
+)
+
+
+def _claimed(*values) -> _Claimed:
+    *head, recipients, message_id, addressees, reply_to, forward_of = values
+    # Django's connection hands jsonb over as its text.
+    return _Claimed(
+        *head, json.loads(recipients), message_id, json.loads(addressees), reply_to, forward_of
+    )
+
+
+def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[_Claimed]:
     """Due scheduled/queued/retrying rows of the account -> sending, in ONE statement
     (claim token, lease, attempts + 1); ``first`` leads the batch if it is due."""
     now = timezone.now()
@@ -405,7 +451,9 @@ def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Outg
         "lease": now + timedelta(seconds=settings.OUTBOX_SENDING_LEASE),
     }
     table = OutgoingMessage._meta.db_table
-    rows = list(OutgoingMessage.objects.raw(_CLAIM_SQL.format(table=table), params))
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL.format(table=table, claimed=_CLAIMED_COLUMNS), params)
+        rows = [_claimed(*row) for row in cursor.fetchall()]
     rows.sort(key=lambda m: (m.pk != first, m.next_attempt_at or now, m.pk))
     return rows
 
@@ -414,7 +462,7 @@ def _claim_batch(*, account_id: int, first: int | None, token: str) -> list[Outg
 class _Outcome:
     """How one attempt ended; None fields keep the row's value."""
 
-    message: OutgoingMessage
+    message: _Claimed
     state: str
     last_error: str = ""
     next_attempt_at: datetime | None = None
@@ -424,44 +472,90 @@ class _Outcome:
     sent_at: datetime | None = None
 
     def apply(self) -> None:
-        """Onto the claimed instance, for the event and the caller."""
+        """Onto the claimed row, for the event and the Sent copy."""
         message = self.message
         message.state, message.last_error = self.state, self.last_error
         message.next_attempt_at = self.next_attempt_at
-        for name in ("refused", "accepted", "reply", "sent_at"):
-            if getattr(self, name) is not None:
-                setattr(message, name, getattr(self, name))
+        if self.refused is not None:
+            message.refused = self.refused
+        if self.accepted is not None:
+            message.accepted = self.accepted
+        if self.reply is not None:
+            message.reply = self.reply
+        if self.sent_at is not None:
+            message.sent_at = self.sent_at
 
 
-_OUTCOME_ROW = (
-    "(%s::bigint, %s::varchar, %s::timestamptz, %s::text, %s::jsonb, %s::jsonb, %s::text,"
-    " %s::timestamptz)"
-)
-_OUTCOMES_CTE = """
-outcome (id, state, next_attempt_at, last_error, refused, accepted, reply, sent_at)
-    AS (VALUES {rows}),
-done AS (
+# The outcomes to write ($5 ...): as a rule at most one (the previous message's), given
+# as plain parameters; when the connection failed there are many, given as a JSON array
+# (a key left out is NULL).
+_ONE_OUTCOME = """VALUES (
+    $5::bigint, $6::varchar, $7::timestamptz, $8::text,
+    $9::jsonb, $10::jsonb, $11::text, $12::timestamptz
+)"""
+_MANY_OUTCOMES = """SELECT * FROM jsonb_to_recordset($5::jsonb) AS o(
+    id bigint, state varchar, next_attempt_at timestamptz, last_error text,
+    refused jsonb, accepted jsonb, reply text, sent_at timestamptz
+)"""
+_OUTCOME_FIELDS = [
+    "state",
+    "next_attempt_at",
+    "last_error",
+    "refused",
+    "accepted",
+    "reply",
+    "sent_at",
+]
+# $1 now, $2 'sending', $3 the claim token, $4 the message to mark (NULL: none).
+# set_config(..., true) lasts for this statement's own (implicit) transaction only.
+_RECORD_SQL = """
+WITH outcome (id, state, next_attempt_at, last_error, refused, accepted, reply, sent_at) AS (
+    {outcomes}
+), done AS (
     UPDATE {table} AS m
     SET state = o.state, next_attempt_at = o.next_attempt_at, last_error = o.last_error,
         refused = COALESCE(o.refused, m.refused), accepted = COALESCE(o.accepted, m.accepted),
         reply = COALESCE(o.reply, m.reply), sent_at = COALESCE(o.sent_at, m.sent_at),
-        lease_until = NULL, claim_token = '', updated_at = %s
+        lease_until = NULL, claim_token = '', updated_at = $1::timestamptz
     FROM outcome AS o
-    WHERE m.id = o.id AND m.state = %s AND m.claim_token = %s
+    WHERE m.id = o.id AND m.state = $2::varchar AND m.claim_token = $3::varchar
     RETURNING m.id
-)"""
-_MARK_CTE = """
-marked AS (
+), marked AS (
     UPDATE {table} SET body_sent = true
-    WHERE id = %s AND state = %s AND claim_token = %s
+    WHERE id = $4::bigint AND state = $2::varchar AND claim_token = $3::varchar
     RETURNING id
-)"""
-
-# set_config(..., true) lasts for this statement's own (implicit) transaction only.
-_RECORD_SQL = """
-WITH {ctes}
-SELECT id, mark, set_config('synchronous_commit', 'off', true) FROM ({written}) AS written
+)
+SELECT id, mark, set_config('synchronous_commit', 'off', true) FROM (
+    SELECT id, false AS mark FROM done UNION ALL SELECT id, true AS mark FROM marked
+) AS written
 """
+
+
+def _outcome_params(o: _Outcome | None) -> list:
+    if o is None:
+        return [None] * 8
+    return [
+        o.message.pk,
+        o.state,
+        o.next_attempt_at,
+        o.last_error,
+        None if o.refused is None else json.dumps(o.refused),
+        None if o.accepted is None else json.dumps(o.accepted),
+        o.reply,
+        o.sent_at,
+    ]
+
+
+def _outcomes_json(outcomes: list[_Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        row = {"id": o.message.pk}
+        for name in _OUTCOME_FIELDS:
+            value = getattr(o, name)
+            if value is not None:
+                row[name] = value.isoformat() if isinstance(value, datetime) else value
+        rows.append(row)
+    return json.dumps(rows)
 
 
 def _record_start(outcomes: list[_Outcome], *, token: str, handover: int | None):
@@ -469,48 +563,43 @@ def _record_start(outcomes: list[_Outcome], *, token: str, handover: int | None)
     still holds the row, and with ``handover`` mark that message's body as possibly
     delivered from now on. The statement is sent now and answered later (its round trip
     overlaps the SMTP envelope's): the returned function waits for it and returns the ids
-    written and whether the mark was.
+    written and whether the mark was. The usual one (a mark and at most one outcome) is
+    prepared once per connection.
 
     The commit does not wait for the WAL to reach the disk (``synchronous_commit`` off
     for this transaction): it is visible to every other session at once and survives
     any worker death; only a crash of PostgreSQL itself could lose it, and the sweeper
     then treats every row claimed before that restart as maybe delivered. Waiting for
     the disk before every dot would cost ~0.3-3 ms per message on a busy machine."""
-    table = OutgoingMessage._meta.db_table
-    ctes: list[str] = []
-    selects: list[str] = []
-    params: list = []
-    if outcomes:
-        rows = ", ".join([_OUTCOME_ROW] * len(outcomes))
-        ctes.append(_OUTCOMES_CTE.format(rows=rows, table=table))
-        for o in outcomes:
-            params += [
-                o.message.pk,
-                o.state,
-                o.next_attempt_at,
-                o.last_error,
-                None if o.refused is None else json.dumps(o.refused),
-                None if o.accepted is None else json.dumps(o.accepted),
-                o.reply,
-                o.sent_at,
-            ]
-        params += [timezone.now(), State.SENDING, token]
-        selects.append("SELECT id, false AS mark FROM done")
-    if handover is not None:
-        ctes.append(_MARK_CTE.format(table=table))
-        params += [handover, State.SENDING, token]
-        selects.append("SELECT id, true AS mark FROM marked")
-    if not ctes:
+    if not outcomes and handover is None:
         return lambda: (set(), True)
-    sql = _RECORD_SQL.format(ctes=", ".join(ctes), written=" UNION ALL ".join(selects))
-    statement = PendingStatement(sql, params)
+    params = [timezone.now(), State.SENDING, token, handover]
+    if len(outcomes) <= 1:
+        params += _outcome_params(outcomes[0] if outcomes else None)
+        statement = PendingStatement(
+            _record_sql(_ONE_OUTCOME), params, prepare_as="satchel_outbox_record"
+        )
+    else:
+        statement = PendingStatement(
+            _record_sql(_MANY_OUTCOMES), [*params, _outcomes_json(outcomes)]
+        )
 
     def answer() -> tuple[set[int], bool]:
-        found = [(int(pk), mark == "t") for pk, mark, _ in statement.rows()]
-        written = {pk for pk, mark in found if not mark}
-        return written, handover is None or any(mark for _, mark in found)
+        written: set[int] = set()
+        marked = handover is None
+        for pk, mark, _ in statement.rows():
+            if mark == "t":
+                marked = True
+            else:
+                written.add(int(pk))
+        return written, marked
 
     return answer
+
+
+@lru_cache(maxsize=2)
+def _record_sql(outcomes: str) -> str:
+    return _RECORD_SQL.format(outcomes=outcomes, table=OutgoingMessage._meta.db_table)
 
 
 # --------------------------------------------------------------------------- sending
@@ -557,7 +646,7 @@ def _refused(results) -> list[dict]:
     return [{"address": r.address, "code": r.code, "reply": r.reply} for r in results]
 
 
-def _error_outcome(message: OutgoingMessage, exc: SmtpError | ValueError) -> _Outcome:
+def _error_outcome(message: _Claimed, exc: SmtpError | ValueError) -> _Outcome:
     if isinstance(exc, SmtpUnknownOutcome):
         return _Outcome(
             message,
@@ -574,7 +663,7 @@ def _error_outcome(message: OutgoingMessage, exc: SmtpError | ValueError) -> _Ou
     return _Outcome(message, State.FAILED, str(exc))  # an envelope address the engine refuses
 
 
-def _retry_or_give_up(message: OutgoingMessage, error: str, *, refused: list[dict]) -> _Outcome:
+def _retry_or_give_up(message: _Claimed, error: str, *, refused: list[dict]) -> _Outcome:
     """``message`` as claimed: attempts counts this one, first_attempt_at is set."""
     now = timezone.now()
     started = message.first_attempt_at or now
@@ -629,9 +718,10 @@ class _AccountSender:
         # messages get that outcome, and the run stops after the batch.
         self.unreachable: SmtpError | None = None
         self.states: dict[int, str] = {}
-        self.sent: list[OutgoingMessage] = []  # this batch's, for their Sent copies
+        self.sent: list[_Claimed] = []  # this batch's, for their Sent copies
         self.recipients: dict[str, Address] = {}  # the run's, collected as contacts at its end
-        self.unpublished: dict[int, OutgoingMessage] = {}
+        self.unpublished: dict[int, _Claimed] = {}
+        self.kicked = False  # whether this run asked for a helper
         self.published_at = time.monotonic()
 
     def drain(self, *, first: int | None) -> None:
@@ -642,7 +732,7 @@ class _AccountSender:
 
     def _drain(self, first: int | None) -> None:
         started = time.monotonic()
-        while self.unreachable is None and time.monotonic() - started < _DRAIN_SECONDS:
+        while self.unreachable is None:
             # Before claiming: a message committed from now on enqueues a task of its own.
             _redis().delete(_kick_key(self.account.pk))
             token = secrets.token_hex(16)
@@ -650,12 +740,17 @@ class _AccountSender:
             first = None
             if not batch:
                 return
-            if len(batch) == _BATCH_SIZE:
-                _kick(self.account.pk, batch[-1].pk)  # more are due: another worker may help
+            if len(batch) == _BATCH_SIZE and not self.kicked:
+                # More may be due: another worker may help (once: its run drains too).
+                _kick(self.account.pk, batch[-1].pk)
+                self.kicked = True
             self.unpublished.update((m.pk, m) for m in batch)
             self._send_batch(batch, token)
             self._publish()
             self._save_sent_copies()
+            if self.unreachable is None and time.monotonic() - started >= _DRAIN_SECONDS:
+                _kick(self.account.pk, batch[-1].pk)  # what is still due goes to a new task
+                return
 
     def close(self) -> None:
         if self.own_session and self.session is not None:
@@ -673,16 +768,17 @@ class _AccountSender:
             return SmtpPermanentError(str(exc))
         return None
 
-    def _send_batch(self, batch: list[OutgoingMessage], token: str) -> None:
+    def _send_batch(self, batch: list[_Claimed], token: str) -> None:
         pending: list[_Outcome] = []
         renewed = time.monotonic()
+        renew_every = settings.OUTBOX_SENDING_LEASE / 3
         for index, message in enumerate(batch):
             if self.unreachable is None:
                 self.unreachable = self._connect()
             if self.unreachable is not None:  # this and the rest: the same outcome
                 pending.append(_error_outcome(message, self.unreachable))
                 continue
-            if time.monotonic() - renewed > settings.OUTBOX_SENDING_LEASE / 3:
+            if time.monotonic() - renewed > renew_every:
                 self._renew_lease(batch[index:], token)
                 renewed = time.monotonic()
             outcome = self._attempt(message, token, pending)
@@ -690,9 +786,7 @@ class _AccountSender:
                 pending.append(outcome)
         self._flush(pending, token, handover=None)
 
-    def _attempt(
-        self, message: OutgoingMessage, token: str, pending: list[_Outcome]
-    ) -> _Outcome | None:
+    def _attempt(self, message: _Claimed, token: str, pending: list[_Outcome]) -> _Outcome | None:
         # The mark (with the previous outcomes) goes to PostgreSQL now; the dot waits for
         # its commit, which by then has usually long arrived.
         recorded = self._flush_start(pending, token, handover=message.pk)
@@ -761,7 +855,7 @@ class _AccountSender:
         self.unpublished = {}
         self.published_at = time.monotonic()
 
-    def _renew_lease(self, remaining: list[OutgoingMessage], token: str) -> None:
+    def _renew_lease(self, remaining: list[_Claimed], token: str) -> None:
         OutgoingMessage.objects.filter(
             pk__in=[m.pk for m in remaining], state=State.SENDING, claim_token=token
         ).update(lease_until=timezone.now() + timedelta(seconds=settings.OUTBOX_SENDING_LEASE))
@@ -769,7 +863,7 @@ class _AccountSender:
     def _save_sent_copies(self) -> None:
         sent, self.sent = self.sent, []
         for message in sent:
-            for entry in [*message.to, *message.cc, *message.bcc]:
+            for entry in message.addressees:
                 self.recipients.setdefault(
                     entry["email"].lower(), Address(entry["name"], entry["email"])
                 )
@@ -809,7 +903,9 @@ RETURNING id
 """
 
 
-def _save_sent_copies(account: MailAccount, messages: list[OutgoingMessage]) -> set[int]:
+def _save_sent_copies(
+    account: MailAccount, messages: list[OutgoingMessage] | list[_Claimed]
+) -> set[int]:
     """APPEND sent messages of an IMAP account to its Sent folder (\\Seen), each at most
     once, over ONE IMAP session. Returns the ids whose copy is now there.
 
@@ -843,7 +939,7 @@ def _save_sent_copies(account: MailAccount, messages: list[OutgoingMessage]) -> 
     return saved
 
 
-def _mark_originals(messages: list[OutgoingMessage]) -> None:
+def _mark_originals(messages: list[OutgoingMessage] | list[_Claimed]) -> None:
     """The messages these sent ones answer or forward get \\Answered / $Forwarded (see
     services.message_reply_flags_set), all in one call. Best effort: a failure is logged
     and never touches the sent messages."""
@@ -957,6 +1053,26 @@ def outbox_retry(*, message: OutgoingMessage) -> OutgoingMessage:
 # What ``message_event`` reads, for statements that return many rows only to announce them.
 _EVENT_FIELDS = "id, owner_id, state, attempts, next_attempt_at, last_error"
 
+
+class _Changed(NamedTuple):
+    """A row as such a statement returns it (a plain tuple: the dispatcher may announce
+    thousands at once)."""
+
+    pk: int
+    owner_id: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str
+    account_id: int | None = None
+
+
+def _changed_rows(sql: str, params: list) -> list[_Changed]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [_Changed(*row) for row in cursor.fetchall()]
+
+
 _QUEUE_DUE_SQL = """
 UPDATE {table} SET state = %s, updated_at = %s
 WHERE state = %s AND next_attempt_at <= %s
@@ -972,11 +1088,9 @@ def outbox_dispatch_due(*, limit: int = 1000) -> int:
 
     now = timezone.now()
     table = OutgoingMessage._meta.db_table
-    queued = list(
-        OutgoingMessage.objects.raw(
-            _QUEUE_DUE_SQL.format(table=table, event_fields=_EVENT_FIELDS),
-            [State.QUEUED, now, State.SCHEDULED, now],
-        )
+    queued = _changed_rows(
+        _QUEUE_DUE_SQL.format(table=table, event_fields=_EVENT_FIELDS),
+        [State.QUEUED, now, State.SCHEDULED, now],
     )
     _publish_many(queued)
     firsts = list(
@@ -1030,7 +1144,7 @@ def outbox_sweep_stale() -> int:
     ]
     table = OutgoingMessage._meta.db_table
     sql = _SWEEP_SQL.format(table=table, event_fields=_EVENT_FIELDS)
-    swept = list(OutgoingMessage.objects.raw(sql, params))
+    swept = _changed_rows(sql, params)
     with transaction.atomic():
         _publish_many(swept)
         for message in swept:

@@ -252,6 +252,7 @@ def _wire_data(raw: bytes) -> bytes:
     return data
 
 
+@lru_cache(maxsize=4096)  # a batch repeats its sender and often its recipients
 def _envelope(address: str, what: str) -> str:
     if any(ch in address for ch in "\r\n\x00<>"):
         raise ValueError(f"Invalid {what} address {address!r}")

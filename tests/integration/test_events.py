@@ -91,3 +91,46 @@ def test_each_user_hears_only_their_own_jobs(live_server_url, celery_worker, ali
     ]
     assert progress == sorted(progress) and progress[-1] == 5
     assert len(alice_events[-1]["job"]["result"]["checks"]) == 5
+
+
+def test_a_workers_batch_reaches_the_browser_as_separate_events_in_order(
+    live_server_url, alice, bob
+):
+    from webapp.events.sender import EVENTS_PER_MESSAGE, event_enqueue_many, event_sender
+
+    alice_token = Token.objects.create(user=alice).key
+    bob_token = Token.objects.create(user=bob).key
+    count = EVENTS_PER_MESSAGE + 5  # more than one message of the channel layer
+    batch = [(alice.pk, {"type": "test.event", "n": n}, ("test", n)) for n in range(count)]
+    batch.insert(3, (bob.pk, {"type": "test.event", "n": "bob"}, ("test", "bob")))
+    # Waiting events with the same key collapse into the latest.
+    batch.append((alice.pk, {"type": "test.event", "n": "last"}, ("test", 0)))
+
+    def send() -> None:
+        try:
+            event_enqueue_many(batch)  # in autocommit: handed over at once
+            event_sender().flush()
+        finally:
+            connections.close_all()  # this runs in a worker thread with its own connection
+
+    async def receive_all(socket, until) -> list[dict]:
+        events = []
+        while not events or events[-1]["n"] != until:
+            events.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+        return events
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        async with (
+            connect(_ws_url(live_server_url, alice_token)) as alice_socket,
+            connect(_ws_url(live_server_url, bob_token)) as bob_socket,
+        ):
+            # The consumers have joined their groups once they answer a ping.
+            for socket in (alice_socket, bob_socket):
+                await socket.send(json.dumps({"type": "ping"}))
+                assert json.loads(await asyncio.wait_for(socket.recv(), 5)) == {"type": "pong"}
+            await asyncio.to_thread(send)
+            return await receive_all(alice_socket, "last"), await receive_all(bob_socket, "bob")
+
+    alice_events, bob_events = asyncio.run(scenario())
+    assert [event["n"] for event in alice_events] == [*range(1, count), "last"]
+    assert bob_events == [{"type": "test.event", "n": "bob"}]

@@ -305,6 +305,31 @@ def test_a_refusal_in_the_middle_of_a_batch_touches_only_that_message(
 
 
 @pytest.mark.django_db
+def test_a_run_asks_for_one_helper_and_hands_over_when_its_time_is_up(
+    account, smtp, no_undo, monkeypatch
+):
+    monkeypatch.setattr(outbox, "_BATCH_SIZE", 2)
+    messages = [create(account, subject=f"n{n}") for n in range(7)]
+    kicks: list[int] = []
+    monkeypatch.setattr(outbox, "_kick", lambda account_id, message_id: kicks.append(message_id))
+    # Batches of 2, 2, 2, 1 over one run: one helper asked for, after the first full batch.
+    assert outbox.outbox_send(message_id=messages[0].pk) == State.SENT
+    assert kicks == [messages[1].pk]
+    assert len(smtp.wait_for_messages(7)) == 7
+    # Out of time after a batch: the rest goes to a new task, and nothing is lost.
+    monkeypatch.setattr(outbox, "_DRAIN_SECONDS", 0.0)
+    kicks.clear()
+    later = [create(account, subject=f"later{n}") for n in range(3)]
+    assert outbox.outbox_send(message_id=later[0].pk) == State.SENT
+    assert kicks == [later[1].pk, later[1].pk]  # a helper, then the hand-over
+    assert [reload(m).state for m in later] == [State.SENT, State.SENT, State.QUEUED]
+    assert outbox.outbox_send(message_id=later[1].pk) is None  # the hand-over's task
+    assert reload(later[2]).state == State.SENT
+    time.sleep(0.3)
+    assert len(smtp.messages) == 10
+
+
+@pytest.mark.django_db
 def test_cancelled_and_scheduled_messages_of_the_account_stay_out_of_the_batch(
     account, smtp, no_undo
 ):

@@ -27,3 +27,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def satchel_event(self, message: dict) -> None:
         await self.send_json(message["event"])
+
+    async def satchel_events(self, message: dict) -> None:
+        """Several events in one message (a worker's batch, webapp.events.sender): passed
+        on one by one, as if they had been sent apart."""
+        for event in message["events"]:
+            await self.send_json(event)

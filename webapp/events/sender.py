@@ -3,8 +3,11 @@
 ``event_publish`` from sync code builds an event loop and Redis connections per event
 (~3 ms), which a worker finishing hundreds of small items (outgoing messages, transfers)
 would wait for. ``event_enqueue`` hands the event, after commit, to this process's sender
-thread instead, which sends over one loop (~0.3 ms each) while the worker goes on. Events
-with the same ``key`` that are still waiting collapse into the latest. Live events are a
+thread instead, which sends over one loop while the worker goes on. Events with the same
+``key`` that are still waiting collapse into the latest. What waits for one user goes in
+one message of the channel layer (``satchel.events``: one group lookup and one write in
+Redis instead of one per event, and one place in each browser's channel instead of one
+per event); the consumer passes them on one by one, as if sent apart. Live events are a
 courtesy — the rows are the truth — so a Redis hiccup may lose some.
 """
 
@@ -15,7 +18,7 @@ import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -34,10 +37,14 @@ class EventSender(threading.Thread):
         self.start()
 
     def put(self, user_id: int, event: dict[str, Any], key: Hashable | None = None) -> None:
+        self.put_many([(user_id, event, key)])
+
+    def put_many(self, items: Iterable[tuple[int, dict[str, Any], Hashable | None]]) -> None:
         with self.changed:
-            key = ("unkeyed", next(self.unkeyed)) if key is None else key
-            self.pending.pop(key, None)  # re-inserted last: in the order of the latest
-            self.pending[key] = (user_id, event)
+            for user_id, event, key in items:
+                key = ("unkeyed", next(self.unkeyed)) if key is None else key
+                self.pending.pop(key, None)  # re-inserted last: in the order of the latest
+                self.pending[key] = (user_id, event)
             self.changed.notify_all()
 
     def flush(self, timeout: float = 5.0) -> None:
@@ -60,12 +67,22 @@ class EventSender(threading.Thread):
     @staticmethod
     async def _send(batch: list[tuple[int, dict[str, Any]]]) -> None:
         layer = get_channel_layer()
+        by_user: dict[int, list[dict[str, Any]]] = {}
         for user_id, event in batch:
-            with contextlib.suppress(Exception):
-                await layer.group_send(
-                    user_group(user_id), {"type": "satchel.event", "event": event}
-                )
+            by_user.setdefault(user_id, []).append(event)
+        for user_id, events in by_user.items():
+            for start in range(0, len(events), EVENTS_PER_MESSAGE):
+                chunk = events[start : start + EVENTS_PER_MESSAGE]
+                if len(chunk) == 1:
+                    message = {"type": "satchel.event", "event": chunk[0]}
+                else:
+                    message = {"type": "satchel.events", "events": chunk}
+                with contextlib.suppress(Exception):
+                    await layer.group_send(user_group(user_id), message)
 
+
+# At most this many events of one user in one message of the channel layer.
+EVENTS_PER_MESSAGE = 200
 
 _senders: dict[int, EventSender] = {}
 _senders_lock = threading.Lock()
@@ -84,3 +101,9 @@ def event_enqueue(*, user_id: int, event: dict[str, Any], key: Hashable | None =
     """Send ``event`` to the user's group from the sender thread, once the current
     transaction commits (as ``event_publish`` does)."""
     transaction.on_commit(lambda: event_sender().put(user_id, event, key))
+
+
+def event_enqueue_many(items: list[tuple[int, dict[str, Any], Hashable | None]]) -> None:
+    """``event_enqueue`` for each (user id, event, key), handed over at once."""
+    if items:
+        transaction.on_commit(lambda: event_sender().put_many(items))
