@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from ftpcore import archive
 from ftpcore.models import FtpSite
@@ -176,25 +176,20 @@ class _Closing:
 
 def file_upload(*, site: FtpSite, directory: str | None, files: Iterable) -> list[Entry]:
     """Store each uploaded file (Django ``UploadedFile``: read in 1 MiB pieces from its
-    temporary file, never whole) in ``directory`` (``FtpSession.store``: small files go
+    temporary file, never whole) in ``directory`` (``FtpSession.store_all``: small files go
     straight to their names); returns their new entries."""
     target = resolve_path(site=site, path=directory)
     uploads = list(files)
     names = [file_name_check(upload.name) for upload in uploads]
 
-    def work(session: ftp.FtpSession) -> dict[str, Entry | None]:
-        stored: dict[str, Entry | None] = {}
-        for upload, name in zip(uploads, names, strict=True):
-            source: BinaryIO = upload
+    def work(session: ftp.FtpSession) -> dict[str, Entry]:
+        for upload in uploads:
             upload.seek(0)  # also when retried on a new session
-            stored[name] = session.store(posixpath.join(target, name), source, size=upload.size)
-        if None in stored.values():  # no MLST: one listing names them all
-            listed = {entry.name: entry for entry in session.list(target)}
-            stored = {name: listed.get(name) for name in stored}
-        return stored
+        sources = [(name, upload, upload.size) for upload, name in zip(uploads, names, strict=True)]
+        return session.store_all(target, sources)
 
     stored = _run(site, work)
-    return [entry for name in dict.fromkeys(names) if (entry := stored.get(name)) is not None]
+    return [stored[name] for name in dict.fromkeys(names) if name in stored]
 
 
 def file_name_check(name: str | None) -> str:

@@ -62,7 +62,7 @@ import posixpath
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,6 +96,7 @@ PART_SUFFIX = ".part-satchel"
 _BUFFER_SIZE = 1024 * 1024  # one recv_into / readinto buffer per session
 _SEND_SLICE = 256 * 1024  # sendall at most this much between progress checks
 DIRECT_STORE_MAX = 100 * 1024  # store(): larger files go through a temporary name
+LISTING_CHECK_MIN = 16  # store_all(): from this many small files, one listing checks them
 _PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 _ABORT_REPLY_TIMEOUT = 5.0  # wait this long for the reply to an interrupted transfer
 _MAX_TREE_DEPTH = 256
@@ -1531,6 +1532,77 @@ class FtpSession:
             raise
         report(total, force=True)
         return entry
+
+    def store_all(
+        self, directory: str | bytes, files: Sequence[tuple[str, BinaryIO, int]]
+    ) -> dict[str, Entry]:
+        """Upload whole files — (name, source, size) — into ``directory`` as ``store`` does,
+        and return their entries by name as the server lists them now.
+
+        From ``LISTING_CHECK_MIN`` small files on (and when the server has MLSD), their size
+        checks are one listing of the folder after them all instead of an MLST each: a round
+        trip per file less, for the price of listing the folder once. A file the listing
+        shows with another size (confirmed by SIZE) is deleted and FtpTransferError names
+        it; after a refusal midway, the files stored before it are checked the same way
+        before the refusal is raised. Names the listing does not show as sent (a server
+        that normalises Unicode, say) are checked one by one, never deleted unseen.
+        """
+        folder = self._path(directory)
+        small = sum(1 for _, _, size in files if size <= DIRECT_STORE_MAX)
+        if small < LISTING_CHECK_MIN or not self._mlsd:
+            found = {
+                name: self.store(posixpath.join(folder, name), source, size=size)
+                for name, source, size in files
+            }
+            if None not in found.values():
+                return {name: entry for name, entry in found.items() if entry is not None}
+            listed = {entry.name: entry for entry in self.list(folder)}
+            return {name: listed[name] for name in found if name in listed}
+        unchecked: dict[str, int] = {}  # small files sent straight to their names: size sent
+        try:
+            for name, source, size in files:
+                path = posixpath.join(folder, name)
+                if size > DIRECT_STORE_MAX:
+                    self.upload(path, source, size=size)
+                    continue
+                self._set_type("I")
+                unchecked.pop(name, None)
+                try:
+                    unchecked[name] = self._send(
+                        path, source, offset=0, size=size, report=_Reporter(None), ascii=False
+                    )
+                except FtpTransferError:
+                    if self.alive:
+                        with suppress(FtpError):
+                            self.delete(path)
+                    raise
+        except FtpError:
+            if self.alive:
+                with suppress(FtpError):
+                    self._check_listed(folder, unchecked)
+            raise
+        return self._check_listed(folder, unchecked)
+
+    def _check_listed(self, folder: str, sent: dict[str, int]) -> dict[str, Entry]:
+        """``store_all``'s size checks: the folder's entries by name, once ``sent`` (name:
+        bytes sent) all have their size; a short one is deleted and raises."""
+        listed = {entry.name: entry for entry in self.list(folder)}
+        for name, total in sent.items():
+            entry = listed.get(name)
+            if entry is not None and entry.size == total:
+                continue
+            path = posixpath.join(folder, name)
+            stored = self._size_quiet(path)
+            if stored is None or stored == total:  # not listed as sent, but there
+                continue
+            with suppress(FtpError):
+                self.delete(path)
+            raise FtpTransferError(
+                f"{name}: the server stored {stored} bytes but {total} were sent.",
+                explanation="The upload came up short; it can be sent again.",
+                bytes_done=min(stored, total),
+            )
+        return listed
 
     def stat(self, path: str | bytes) -> Entry | None:
         """A file's entry through MLST (one command, no data connection); None when the

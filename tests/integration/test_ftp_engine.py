@@ -24,6 +24,7 @@ from pyftpdlib.log import logger
 
 from ftpcore.protocols.ftp import (
     DIRECT_STORE_MAX,
+    LISTING_CHECK_MIN,
     PART_SUFFIX,
     FtpAuthError,
     FtpCertificateError,
@@ -629,6 +630,79 @@ def test_store_cut_short_deletes_what_arrived(cutting: FTPServer) -> None:
         assert caught.value.code == 426
         session.noop()
     assert not (cutting.homes["alice"] / "cut.bin").exists()  # no half file left behind
+
+
+def _short_and_refusing(server: FTPServer) -> None:
+    """Says 226 but keeps one byte less of files named "short*"; refuses "refuse*" (452)."""
+    base = server.handler
+
+    class Odd(base):  # type: ignore[misc, valid-type]
+        def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
+            if os.path.basename(file).startswith("refuse"):
+                self.respond("452 Insufficient storage space on the test server.")
+                return None
+            return base.ftp_STOR(self, file, mode)
+
+        def on_file_received(self, file: str) -> None:
+            if os.path.basename(file).startswith("short"):
+                with open(file, "r+b") as stored:
+                    stored.truncate(os.path.getsize(file) - 1)
+
+    server.handler = Odd
+
+
+def test_store_all_checks_many_small_files_with_one_listing(ftp: FTPServer, recorder) -> None:
+    home = ftp.homes["alice"]
+    files = {f"f{i:02d} é.txt": payload(100 + i, seed=i) for i in range(LISTING_CHECK_MIN)}
+    files["big.bin"] = payload(DIRECT_STORE_MAX + 1)
+    with FtpSession(config(ftp)) as session:
+        session.mkdir("/many")
+        seen = recorder(ftp)
+        sources = [(name, io.BytesIO(data), len(data)) for name, data in files.items()]
+        entries = session.store_all("/many", sources)
+    verbs = [line.split(" ")[0] for line in seen]
+    assert verbs.count("STOR") == len(files) and verbs.count("MLSD") == 1
+    assert "MLST" not in verbs and verbs.count("SIZE") == 1  # big.bin's own check
+    assert {name: entries[name].size for name in files} == {n: len(d) for n, d in files.items()}
+    assert all((home / "many" / name).read_bytes() == data for name, data in files.items())
+
+
+def test_store_all_deletes_a_short_file_and_checks_those_before_a_refusal(make_server) -> None:
+    server = make_server(_short_and_refusing)
+    home = server.homes["alice"]
+
+    def many() -> list[tuple[str, io.BytesIO, int]]:
+        return [(f"ok{i:02d}", io.BytesIO(b"x" * 10), 10) for i in range(LISTING_CHECK_MIN)]
+
+    with FtpSession(config(server)) as session:
+        with pytest.raises(FtpTransferError, match=r"short\.txt: the server stored 9 bytes"):
+            session.store_all("/", [*many(), ("short.txt", io.BytesIO(b"y" * 10), 10)])
+        assert not (home / "short.txt").exists()
+        assert (home / "ok00").read_bytes() == b"x" * 10
+
+        with pytest.raises(FtpCommandError) as caught:
+            session.store_all(
+                "/",
+                [
+                    ("short2.txt", io.BytesIO(b"z" * 10), 10),
+                    *many(),
+                    ("refuse", io.BytesIO(b""), 0),
+                ],
+            )
+        assert caught.value.code == 452  # the refusal is what is raised...
+        assert not (home / "short2.txt").exists()  # ...after the files before it were checked
+        session.noop()
+
+
+def test_store_all_without_mlsd_checks_each_and_lists_once(list_server, recorder) -> None:
+    list_server.clear_homes()
+    files = [(f"n{i}", io.BytesIO(b"n" * i), i) for i in range(LISTING_CHECK_MIN)]
+    with FtpSession(config(list_server)) as session:
+        seen = recorder(list_server)
+        entries = session.store_all("/", files)
+    verbs = [line.split(" ")[0] for line in seen]
+    assert verbs.count("SIZE") == len(files) and verbs.count("LIST") == 1
+    assert [entries[f"n{i}"].size for i in range(LISTING_CHECK_MIN)] == list(range(16))
 
 
 def test_streamed_download_closed_early_keeps_the_session(ftp: FTPServer) -> None:
