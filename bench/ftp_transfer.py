@@ -16,7 +16,8 @@ real Celery worker (``launcher.worker_command``). Prints, from one run on this m
   which stores nothing, is printed too.
 - --files small files uploaded: our engine (two FtpSessions, 2-way parallel, like lftp,
   ``FtpSession.store`` as the file manager does), the browser upload of them as the page
-  sends them (--per-post files per POST, two POSTs at a time), and one background
+  sends them (--per-post files per POST, three in flight, stored over two FTP sessions),
+  and one background
   transfer per file, vs
   `lftp mirror -R --parallel=2` (goal: >= 1.0x lftp). The background transfers are measured
   twice: queued while the worker is stopped, then drained by it (the site's runners: the
@@ -460,8 +461,9 @@ def main() -> None:
 
             def browser_round(folder: str) -> tuple[float, float, float]:
                 """As the page sends a dropped folder (static/js/files.js): small files share
-                a POST (BATCH_FILES), two POSTs at a time (CONCURRENCY). Also the CPU time
-                the web process and the FTP server spent meanwhile."""
+                a POST (BATCH_FILES), three POSTs in flight (CONCURRENCY), of which the server
+                stores two at once (``upload_slots``: two FTP sessions, like lftp's). Also the
+                CPU time the web process and the FTP server spent meanwhile."""
                 (home / folder).mkdir()
                 upload_path = f"/api/v1/ftp/sites/{site.pk}/upload/?path=/{folder}/"
 
@@ -470,7 +472,7 @@ def main() -> None:
                         api.post_files(upload_path, batch)
 
                 web_cpu, ftp_cpu = _cpu_seconds(web.pid), _cpu_seconds(server.pid)
-                seconds = _in_lanes(lane, [batches[k::2] for k in (0, 1)])
+                seconds = _in_lanes(lane, [batches[k::3] for k in range(3)])
                 web_cpu, ftp_cpu = (
                     _cpu_seconds(web.pid) - web_cpu,
                     _cpu_seconds(server.pid) - ftp_cpu,
@@ -530,7 +532,7 @@ def main() -> None:
                 f"   ratio {lftp / engine:.2f}x lftp")  # fmt: skip
             say(f"  Satchel browser upload:            {browser:6.2f} s {n / browser:7.1f} "
                 f"files/s   ratio {lftp / browser:.2f}x lftp (goal >= 1.0x; as the page sends "
-                f"them: {per} files per POST, 2 POSTs at a time)")  # fmt: skip
+                f"them: {per} files per POST, 3 in flight, 2 FTP sessions)")  # fmt: skip
             say(f"  Satchel queued transfers drained:  {drained:6.2f} s {n / drained:7.1f} files/s"
                 f"   ratio {lftp / drained:.2f}x lftp (goal >= 1.0x; first start -> last "
                 f"finish; {drained_end - booted:.2f} s from the worker's launch)")  # fmt: skip

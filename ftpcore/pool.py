@@ -30,7 +30,8 @@ import hmac
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -316,6 +317,32 @@ class SessionPool:
             session.close()  # QUIT; never raises
 
 
+class Slots:
+    """At most ``limit`` holders per key at once, in this process; a further one waits for
+    a slot. The file manager stores uploads to a site over at most two connections (as
+    FileZilla runs two transfers per site) while the page keeps a third request in flight,
+    so that one's body arrives and is parsed while the other two are being stored."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[object, int] = {}
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, key: object) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._held.get(key, 0) < self.limit)
+            self._held[key] = self._held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held[key] -= 1
+                if not self._held[key]:
+                    del self._held[key]
+                self._changed.notify_all()
+
+
 class Lease:
     """A pooled session checked out for a stream (a download, a zip): returned to the pool
     when the stream ended well, closed otherwise; ``end`` acts once."""
@@ -334,3 +361,5 @@ class Lease:
 
 # The web process's pool for browsing (listings, small operations, streamed downloads).
 browse_pool = SessionPool()
+# The file manager's uploads being stored at once per (user, site), in this process.
+upload_slots = Slots(2)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from ftpcore import archive
 from ftpcore.models import FtpSite
-from ftpcore.pool import Lease, browse_pool, settings_fingerprint
+from ftpcore.pool import Lease, browse_pool, settings_fingerprint, upload_slots
 from ftpcore.protocols import ftp
 from ftpcore.protocols.ftp import PART_SUFFIX, Entry
 
@@ -188,7 +188,8 @@ def file_upload(*, site: FtpSite, directory: str | None, files: Iterable) -> lis
         sources = [(name, upload, upload.size) for upload, name in zip(uploads, names, strict=True)]
         return session.store_all(target, sources)
 
-    stored = _run(site, work)
+    with upload_slots.hold((site.owner_id, site.pk)):
+        stored = _run(site, work)
     return [stored[name] for name in dict.fromkeys(names) if name in stored]
 
 

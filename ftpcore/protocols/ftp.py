@@ -62,7 +62,7 @@ import posixpath
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1040,8 +1040,9 @@ class FtpSession:
 
     # -- listings
 
-    def list(self, path: str | bytes = ".") -> list[Entry]:
-        """The directory's entries (MLSD when offered, else LIST), without "." and ".."."""
+    def list(self, path: str | bytes = ".", *, only: Collection[str] | None = None) -> list[Entry]:
+        """The directory's entries (MLSD when offered, else LIST), without "." and "..";
+        ``only`` those of these names."""
         target = self._path(path)
         encoding = self.config.encoding
         if self._mlsd:
@@ -1052,12 +1053,12 @@ class FtpSession:
                     raise
                 self._mlsd = False  # advertised but not implemented
             else:
-                return parse_listing(data, mlsd=True, encoding=encoding)
+                return parse_listing(data, mlsd=True, encoding=encoding, only=only)
         # LIST takes no portable path argument (servers parse "-" options, spaces): CWD first.
         if self._server_cwd != target:
             self._void(f"CWD {target}")
             self._server_cwd = target
-        return parse_listing(self._fetch("LIST"), mlsd=False, encoding=encoding)
+        return parse_listing(self._fetch("LIST"), mlsd=False, encoding=encoding, only=only)
 
     def _fetch(self, command: str) -> bytes:
         """A whole (listing) reply body over a data connection."""
@@ -1548,6 +1549,7 @@ class FtpSession:
         that normalises Unicode, say) are checked one by one, never deleted unseen.
         """
         folder = self._path(directory)
+        names = {name for name, _, _ in files}
         small = sum(1 for _, _, size in files if size <= DIRECT_STORE_MAX)
         if small < LISTING_CHECK_MIN or not self._mlsd:
             found = {
@@ -1556,7 +1558,7 @@ class FtpSession:
             }
             if None not in found.values():
                 return {name: entry for name, entry in found.items() if entry is not None}
-            listed = {entry.name: entry for entry in self.list(folder)}
+            listed = {entry.name: entry for entry in self.list(folder, only=found)}
             return {name: listed[name] for name in found if name in listed}
         unchecked: dict[str, int] = {}  # small files sent straight to their names: size sent
         try:
@@ -1579,14 +1581,14 @@ class FtpSession:
         except FtpError:
             if self.alive:
                 with suppress(FtpError):
-                    self._check_listed(folder, unchecked)
+                    self._check_listed(folder, unchecked, names)
             raise
-        return self._check_listed(folder, unchecked)
+        return self._check_listed(folder, unchecked, names)
 
-    def _check_listed(self, folder: str, sent: dict[str, int]) -> dict[str, Entry]:
-        """``store_all``'s size checks: the folder's entries by name, once ``sent`` (name:
-        bytes sent) all have their size; a short one is deleted and raises."""
-        listed = {entry.name: entry for entry in self.list(folder)}
+    def _check_listed(self, folder: str, sent: dict[str, int], names: set[str]) -> dict[str, Entry]:
+        """``store_all``'s size checks: the entries of ``names`` in the folder, once ``sent``
+        (name: bytes sent) all have their size; a short one is deleted and raises."""
+        listed = {entry.name: entry for entry in self.list(folder, only=names)}
         for name, total in sent.items():
             entry = listed.get(name)
             if entry is not None and entry.size == total:

@@ -32,7 +32,7 @@ Directory sizes are reported as None (they are block sizes, not content sizes).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -395,13 +395,24 @@ def _lines(data: bytes) -> Iterable[bytes]:
 
 
 def parse_listing(
-    data: bytes, *, mlsd: bool, encoding: str = "utf-8", now: datetime | None = None
+    data: bytes,
+    *,
+    mlsd: bool,
+    encoding: str = "utf-8",
+    now: datetime | None = None,
+    only: Collection[str] | None = None,
 ) -> list[Entry]:
-    """A whole MLSD or LIST reply body; odd lines are skipped, "." and ".." dropped."""
+    """A whole MLSD or LIST reply body; odd lines are skipped, "." and ".." dropped.
+    ``only``: just the entries of these names (an MLSD line of another name is not even
+    parsed: checking a few files in a big folder stays cheap)."""
     now = now or datetime.now(UTC)
     entries: list[Entry] = []
     seen: set[str] = set()
     for line in _lines(data):
+        if only is not None and mlsd:
+            name = line.partition(b" ")[2].rstrip(b"/").rsplit(b"/", 1)[-1]
+            if decode_name(name, encoding) not in only:
+                continue
         try:
             if mlsd:
                 entry = parse_mlsd_line(line, encoding)
@@ -417,7 +428,7 @@ def parse_listing(
             entry = replace(entry, name=name, raw_name=_raw(name, encoding))
         if not entry.name or entry.name in (".", "..") or any(c in entry.name for c in "/\r\0"):
             continue  # hostile or broken: such a name could address another path
-        if entry.name in seen:
+        if entry.name in seen or (only is not None and entry.name not in only):
             continue
         seen.add(entry.name)
         entries.append(entry)

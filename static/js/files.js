@@ -844,8 +844,9 @@
 
     // ---------------------------------------------------------------- Uploads
     const uploads = { queue: [], active: 0, done: 0, failed: 0, bytes: 0, touched: new Set() };
-    // Two uploads at a time per site, as FileZilla does (and the site's transfer limit).
-    const CONCURRENCY = 2;
+    // Three requests in flight; the server stores at most two at once per site (as FileZilla
+    // runs two transfers per site), so the third one's body arrives meanwhile.
+    const CONCURRENCY = 3;
     // Small files bound for one folder share a POST (one request, then the server stores them
     // over one FTP session): a folder of many small files is not a request per file.
     const BATCH_FILE_MAX = 1024 * 1024;

@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 
 from ftpcore import services
 from ftpcore.models import FtpSite
-from ftpcore.pool import SessionPool, browse_pool
+from ftpcore.pool import SessionPool, Slots, browse_pool
 from ftpcore.protocols import ftp
 from tests.peers.certs import CertBundle
 from tests.peers.fixtures import USERS
@@ -335,3 +335,35 @@ def test_a_connection_limit_waits_for_a_session_to_come_back(limited_server, cou
     assert pool.stats.waited == 1
     pool.release(key, second, clean=False)
     pool.clear()
+
+
+def test_upload_slots_let_two_in_per_key_and_the_third_wait():
+    slots = Slots(2)
+    inside: list[str] = []
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def upload(key: tuple[int, int], name: str) -> None:
+        nonlocal most
+        with slots.hold(key):
+            with lock:
+                inside.append(name)
+                most = max(most, sum(1 for n in inside if n.startswith("alice")))
+            release.wait(5)
+            with lock:
+                inside.remove(name)
+
+    threads = [threading.Thread(target=upload, args=((1, 1), f"alice-{i}")) for i in range(3)]
+    threads.append(threading.Thread(target=upload, args=((2, 1), "bob")))  # another key
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(inside) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert sorted(n.split("-")[0] for n in inside) == ["alice", "alice", "bob"]
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert most == 2 and not inside

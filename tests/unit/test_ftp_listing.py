@@ -137,6 +137,18 @@ def test_mlsd_listing_with_paths_and_hostile_names() -> None:
     ]
 
 
+def test_only_named_entries_are_kept() -> None:
+    body = (
+        b"type=file;size=3;modify=20200101120000; a.txt\r\n"
+        b"type=file;size=4;modify=20200101120000; /home/alice/b c.txt\r\n"
+        b"type=file;size=5;modify=20200101120000; other\r\n"
+    )
+    entries = parse_listing(body, mlsd=True, only={"a.txt", "b c.txt", "missing"})
+    assert [(e.name, e.size) for e in entries] == [("a.txt", 3), ("b c.txt", 4)]
+    listed = b"-rw-r--r-- 1 u g 3 Jan 01 2020 a.txt\r\n-rw-r--r-- 1 u g 5 Jan 01 2020 other\r\n"
+    assert [e.name for e in parse_listing(listed, mlsd=False, only={"a.txt"})] == ["a.txt"]
+
+
 @pytest.mark.parametrize(
     ("raw", "encoding", "name"),
     [
