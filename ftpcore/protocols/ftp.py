@@ -985,14 +985,14 @@ class FtpSession:
     def _is_dir(self, target: str) -> bool:
         if "MLST" in self._feat:
             try:
-                resp = self._cmd(f"MLST {target}")
+                lines = self._mlst(target)
             except FtpCommandError:
                 return False
-            for line in resp.split("\n")[1:-1]:
-                entry = parse_mlsd_line(line.lstrip(" "), self.config.encoding)
+            for line in lines:
+                entry = parse_mlsd_line(line, self.config.encoding)
                 if entry is not None:
                     return entry.type == "dir"
-                if line.lower().lstrip().startswith(("type=cdir", "type=pdir")):
+                if line.lower().startswith(("type=cdir", "type=pdir")):
                     return True
         try:
             self._void(f"CWD {target}")
@@ -1521,15 +1521,12 @@ class FtpSession:
             self.upload(target, source, size=size, progress=progress)
             return self.stat(target)
         report = _Reporter(progress or self._progress)
-        self._set_type("I")
+        total = self._send_direct(target, source, size, report)
+        entry = self.stat(target)
         try:
-            total = self._send(target, source, offset=0, size=size, report=report, ascii=False)
-            entry = self.stat(target)
             self._check_stored(entry.size if entry else self._size_quiet(target), total)
         except FtpTransferError:
-            if self.alive:
-                with suppress(FtpError):
-                    self.delete(target)
+            self._delete_quietly(target)
             raise
         report(total, force=True)
         return entry
@@ -1567,17 +1564,8 @@ class FtpSession:
                 if size > DIRECT_STORE_MAX:
                     self.upload(path, source, size=size)
                     continue
-                self._set_type("I")
                 unchecked.pop(name, None)
-                try:
-                    unchecked[name] = self._send(
-                        path, source, offset=0, size=size, report=_Reporter(None), ascii=False
-                    )
-                except FtpTransferError:
-                    if self.alive:
-                        with suppress(FtpError):
-                            self.delete(path)
-                    raise
+                unchecked[name] = self._send_direct(path, source, size, _Reporter(None))
         except FtpError:
             if self.alive:
                 with suppress(FtpError):
@@ -1597,8 +1585,7 @@ class FtpSession:
             stored = self._size_quiet(path)
             if stored is None or stored == total:  # not listed as sent, but there
                 continue
-            with suppress(FtpError):
-                self.delete(path)
+            self._delete_quietly(path)
             raise FtpTransferError(
                 f"{name}: the server stored {stored} bytes but {total} were sent.",
                 explanation="The upload came up short; it can be sent again.",
@@ -1612,16 +1599,36 @@ class FtpSession:
         target = self._path(path)
         if "MLST" not in self._feat:
             return None
-        resp = self._cmd(f"MLST {target}")
-        if not resp.startswith("2"):
-            raise FtpCommandError(_words(resp), code=_code(resp))
-        for line in resp.split("\n")[1:-1]:
+        for line in self._mlst(target):
             # MLST names the whole path; the entry is named like a listing's: the base name.
-            facts, _, name = line.removeprefix(" ").rstrip("\r").partition(" ")
+            facts, _, name = line.partition(" ")
             entry = parse_mlsd_line(f"{facts} {posixpath.basename(name)}", self.config.encoding)
             if entry is not None:
                 return entry
         return None
+
+    def _mlst(self, target: str) -> list[str]:
+        """MLST's fact lines ("facts; path") for ``target``; a refusal raises."""
+        resp = self._cmd(f"MLST {target}")
+        if not resp.startswith("2"):
+            raise FtpCommandError(_words(resp), code=_code(resp))
+        return [line.lstrip(" ").rstrip("\r") for line in resp.split("\n")[1:-1]]
+
+    def _send_direct(self, target: str, source: BinaryIO, size: int, report: _Reporter) -> int:
+        """STOR a whole file straight to its name; when the transfer fails, what arrived is
+        deleted (no half-written file under the name)."""
+        self._set_type("I")
+        try:
+            return self._send(target, source, offset=0, size=size, report=report, ascii=False)
+        except FtpTransferError:
+            self._delete_quietly(target)
+            raise
+
+    def _delete_quietly(self, path: str) -> None:
+        """Best effort: a file known to be incomplete goes, if the connection still works."""
+        if self.alive:
+            with suppress(FtpError):
+                self.delete(path)
 
     def _upload_target(self, path: str | bytes) -> str:
         target = self._path(path)
