@@ -910,8 +910,7 @@
       while (uploads.active < CONCURRENCY && uploads.queue.length) {
         const batch = takeBatch();
         uploads.active += 1;
-        const sending = batch.length === 1 ? sendUpload(batch[0]) : sendBatch(batch);
-        sending.finally(() => {
+        sendUpload(batch).finally(() => {
           uploads.active -= 1;
           summarise();
           pump();
@@ -960,45 +959,18 @@
       uploads.touched.add(item.dir);
     }
 
-    function sendUpload(item) {
-      item.active = true;
-      if (item.file.size > CHUNKED_ABOVE) return sendChunked(item);
-      return new Promise((resolve) => {
-        const xhr = new XMLHttpRequest();
-        item.xhr = xhr;
-        xhr.open("POST", `${siteUrl("upload")}?path=${encodeURIComponent(item.dir)}`);
-        xhr.setRequestHeader("X-CSRFToken", csrfToken);
-        xhr.setRequestHeader("Accept", "application/json");
-        setItemState(item, "uploading", "running");
-        xhr.upload.onprogress = (event) => {
-          if (!event.lengthComputable) return;
-          // The last few percent wait for the server to store the file on the FTP site.
-          showPercent(item, Math.round((95 * event.loaded) / event.total));
-        };
-        xhr.onload = () => {
-          if (xhr.status >= 200 && xhr.status < 300) succeed(item);
-          else fail(item, new ApiError(xhr.status, parseJson(xhr.responseText)).message);
-          resolve();
-        };
-        xhr.onerror = () => {
-          fail(item, "Satchel could not be reached. Check your connection.");
-          resolve();
-        };
-        xhr.onabort = () => resolve();
-        const form = new FormData();
-        form.append("file", item.file, item.file.name);
-        xhr.send(form);
-      });
+    function sendUpload(items) {
+      if (items.length === 1 && items[0].file.size > CHUNKED_ABOVE) return sendChunked(items[0]);
+      return sendForm(items);
     }
 
-    // Several small files in one POST. If it fails, each file is sent again on its own
-    // (the server stores files in order, so some may be there already: storing them again
-    // is harmless), so each shows its own result.
-    function sendBatch(items) {
+    // One POST with one file, or with several small ones. A batch that fails is sent again
+    // file by file (the server stores files in order, so some may be there already: storing
+    // them again is harmless), so each file shows its own result.
+    function sendForm(items) {
       return new Promise((resolve) => {
         const xhr = new XMLHttpRequest();
         items.forEach((item) => {
-          item.active = true;
           item.xhr = xhr;
           setItemState(item, "uploading", "running");
         });
@@ -1008,7 +980,8 @@
           });
           resolve();
         };
-        const again = () => {
+        // What was not cancelled goes back to the front of the queue, each file on its own.
+        const requeue = () => {
           const left = items.filter((item) => !item.cancelled);
           left.forEach((item) => {
             item.single = true;
@@ -1016,25 +989,30 @@
           });
           uploads.queue.unshift(...left);
         };
+        const failed = (message) => {
+          if (items.length === 1) fail(items[0], message);
+          else requeue();
+        };
         xhr.open("POST", `${siteUrl("upload")}?path=${encodeURIComponent(items[0].dir)}`);
         xhr.setRequestHeader("X-CSRFToken", csrfToken);
         xhr.setRequestHeader("Accept", "application/json");
         xhr.upload.onprogress = (event) => {
           if (!event.lengthComputable) return;
+          // The last few percent wait for the server to store the files on the FTP site.
           const percent = Math.round((95 * event.loaded) / event.total);
           items.forEach((item) => showPercent(item, percent));
         };
         xhr.onload = () => {
           if (xhr.status >= 200 && xhr.status < 300) items.forEach(succeed);
-          else again();
+          else failed(new ApiError(xhr.status, parseJson(xhr.responseText)).message);
           settle();
         };
         xhr.onerror = () => {
-          again();
+          failed("Satchel could not be reached. Check your connection.");
           settle();
         };
         xhr.onabort = () => {
-          again(); // a cancel aborts the batch: the others go on without the cancelled one
+          requeue(); // a cancel aborts the POST: the others go on without the cancelled one
           settle();
         };
         const form = new FormData();
