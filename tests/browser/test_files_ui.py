@@ -16,7 +16,7 @@ from pyftpdlib.handlers import ThrottledDTPHandler
 
 from ftpcore import services
 from ftpcore.models import FtpSite
-from tests.peers.fixtures import USERS
+from tests.peers.fixtures import ftp_peer
 from tests.peers.ftp import FTPServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -514,14 +514,13 @@ def test_background_download_and_copy_progress_live(
 @pytest.fixture(scope="module")
 def slow_server(peer_cert):
     """Sends at most 2 MiB/s, so a background download can be watched, paused, resumed."""
-    server = FTPServer(cert=peer_cert)
-    server.handler.dtp_handler = type("Slow", (ThrottledDTPHandler,), {"write_limit": 2 << 20})
-    server.handler.use_sendfile = False
-    for name, password in USERS.items():
-        server.add_user(name, password)
-    server.start()
-    yield server
-    server.stop()
+
+    def customize(server: FTPServer) -> None:
+        limit = {"write_limit": 2 << 20}
+        server.handler.dtp_handler = type("Slow", (ThrottledDTPHandler,), limit)
+        server.handler.use_sendfile = False
+
+    yield from ftp_peer(peer_cert, customize)
 
 
 def test_pause_and_resume_a_background_download_live(

@@ -15,7 +15,7 @@ from ftpcore.models import FtpSite, UploadSession
 from ftpcore.pool import browse_pool
 from ftpcore.protocols.ftp import partial_path
 from tests.peers.certs import CertBundle
-from tests.peers.fixtures import USERS
+from tests.peers.fixtures import USERS, ftp_peer
 from tests.peers.ftp import Cut, CuttingDTP, FTPServer
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,10 @@ SITES = "/api/v1/ftp/sites/"
 
 @pytest.fixture(scope="module")
 def cutting_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
-    server = FTPServer(cert=peer_cert)
-    server.handler.dtp_handler = CuttingDTP
-    for name, password in USERS.items():
-        server.add_user(name, password)
-    server.start()
-    yield server
-    server.stop()
+    def customize(server: FTPServer) -> None:
+        server.handler.dtp_handler = CuttingDTP
+
+    yield from ftp_peer(peer_cert, customize)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from ftpcore import transfers
 from ftpcore.models import FtpSite, Transfer
 from tests.peers.certs import CertBundle
-from tests.peers.fixtures import USERS
+from tests.peers.fixtures import USERS, ftp_peer
 from tests.peers.ftp import Cut, CuttingDTP, FTPServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,14 +65,11 @@ def wait_finished(transfer_id: int, timeout: float = 60) -> Transfer:
 
 @pytest.fixture(scope="module")
 def cutting_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
-    server = FTPServer(cert=peer_cert)
-    server.handler.dtp_handler = CuttingDTP
-    server.handler.use_sendfile = False  # every byte goes through CuttingDTP.send
-    for name, password in USERS.items():
-        server.add_user(name, password)
-    server.start()
-    yield server
-    server.stop()
+    def customize(server: FTPServer) -> None:
+        server.handler.dtp_handler = CuttingDTP
+        server.handler.use_sendfile = False  # every byte goes through CuttingDTP.send
+
+    yield from ftp_peer(peer_cert, customize)
 
 
 @pytest.fixture
@@ -86,16 +83,14 @@ def cutting(cutting_server: FTPServer) -> Iterator[FTPServer]:
 @pytest.fixture(scope="module")
 def slow_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
     """Sends at 512 KiB/s, so a 3 MiB download runs long enough to be paused."""
-    server = FTPServer(cert=peer_cert)
-    server.handler.dtp_handler = type(
-        "SlowDTP", (ThrottledDTPHandler,), {"write_limit": 512 * 1024}
-    )
-    server.handler.use_sendfile = False  # sendfile would bypass the throttle
-    for name, password in USERS.items():
-        server.add_user(name, password)
-    server.start()
-    yield server
-    server.stop()
+
+    def customize(server: FTPServer) -> None:
+        server.handler.dtp_handler = type(
+            "SlowDTP", (ThrottledDTPHandler,), {"write_limit": 512 * 1024}
+        )
+        server.handler.use_sendfile = False  # sendfile would bypass the throttle
+
+    yield from ftp_peer(peer_cert, customize)
 
 
 @pytest.fixture

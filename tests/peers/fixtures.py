@@ -38,8 +38,14 @@ def dovecot(peer_cert: CertBundle) -> Iterator[DovecotServer]:
         server.stop()
 
 
-def _ftp(peer_cert: CertBundle, **options: bool) -> Iterator[FTPServer]:
+def ftp_peer(
+    peer_cert: CertBundle, customize: Callable[[FTPServer], None] | None = None, **options: bool
+) -> Iterator[FTPServer]:
+    """A pyftpdlib server with USERS, started (``customize`` changes its handler before)
+    and stopped when the generator ends: ``yield from ftp_peer(...)`` in a fixture."""
     server = FTPServer(cert=peer_cert, **options)
+    if customize is not None:
+        customize(server)
     for name, password in USERS.items():
         server.add_user(name, password)
     server.start()
@@ -52,13 +58,13 @@ def _ftp(peer_cert: CertBundle, **options: bool) -> Iterator[FTPServer]:
 @pytest.fixture(scope="session")
 def ftp_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
     """Plain FTP with MLSD; users alice and bob with their own home dirs."""
-    yield from _ftp(peer_cert)
+    yield from ftp_peer(peer_cert)
 
 
 @pytest.fixture(scope="session")
 def ftps_server(peer_cert: CertBundle) -> Iterator[FTPServer]:
     """Explicit FTPS (AUTH TLS offered, not required); same users as ``ftp_server``."""
-    yield from _ftp(peer_cert, tls=True)
+    yield from ftp_peer(peer_cert, tls=True)
 
 
 @pytest.fixture
