@@ -10,9 +10,13 @@ runs twice, or a worker killed at any line, never loses or duplicates a transfer
 - A download or upload claimed by a task makes that worker the site's *runner*: it keeps
   its logged-in session and, in the statement that finishes one transfer, claims the site's
   next queued download/upload (oldest first), so the slot passes straight on: 1,000 queued
-  uploads cost ``FTP_TRANSFERS_PER_SITE`` logins and no task each. A runner hands its slot
-  back when the queue is empty or after ``RUNNER_SECONDS`` (other sites' work, and queued
-  copies, then get their turn); it then enqueues the site's queued transfers.
+  uploads cost ``FTP_TRANSFERS_PER_SITE`` logins and no task each. Small uploads never tried
+  before are claimed in runs of up to ``BATCH_MAX`` and stored together (one listing checks
+  their sizes; a failed run is retried file by file), finished in one statement with the
+  next claim; a batch counts as that many running rows toward the site's limit, so it can
+  keep a further runner from starting but never lets one too many connect. A runner hands
+  its slot back when the queue is empty or after ``RUNNER_SECONDS`` (other sites' work,
+  and queued copies, then get their turn); it then enqueues the site's queued transfers.
 - While running, each progress tick (at most every ~0.5 s) writes bytes_done + heartbeat
   *only where state is running and claim is ours*. No row updated means the owner paused or
   cancelled it (or the sweeper gave it to another worker): the work on it stops there, and a
@@ -72,6 +76,7 @@ RUNNER_SECONDS = 60.0  # a runner gives its slot back after this long (fairness 
 PIPE_CHUNKS = 8  # copy: at most this many chunks (of <= 1 MiB) between download and upload
 HASH_CHECKPOINT = 4 * 1024 * 1024  # copy: hash snapshots so a resume re-reads <= 4 MiB
 HASH_CHUNK = 4 * 1024 * 1024  # what the hashing thread reads at a time
+BATCH_MAX = 50  # small new uploads a runner claims and stores together (_store_batch)
 STALE_ERROR = "The worker running this transfer stopped responding; it was queued again."
 
 
@@ -89,6 +94,10 @@ def backoff_base() -> float:
 
 def lease_seconds() -> int:
     return int(getattr(settings, "FTP_TRANSFER_LEASE_SECONDS", 120))
+
+
+# What a runner reports of a transfer it ran: (row, state, fields to write).
+Finish = tuple[Transfer, str, dict[str, Any]]
 
 
 class TransferStopped(Exception):
@@ -461,23 +470,22 @@ def transfer_claim(*, transfer_id: int) -> tuple[Transfer | None, bool]:
     return row, False
 
 
-def _claim_next(
-    *, site_id: int, finish: tuple[Transfer, str, dict[str, Any]] | None
-) -> Transfer | None:
-    """A runner's step: finish its transfer (``finish``: row, state, fields; fenced) and
-    claim the site's next queued download or upload, oldest first — in one statement, so
-    the slot passes straight on (``_HAND_OVER``). Otherwise (nothing finished, or nothing
-    taken that way) under the site's lock, like ``transfer_claim``. None when there is
-    nothing to take, the site is full, or a copy that could run is next (it gets the slot)."""
-    if finish is not None:
-        taken = _hand_over(*finish, site_id=site_id)
-        if taken is not None:
+def _claim_next(*, site_id: int, finished: list[Finish]) -> list[Transfer]:
+    """A runner's step: finish its transfers (``finished``: row, state, fields; fenced) and
+    claim what the site has next — the oldest queued download or upload, or a run of small
+    new uploads (``_HAND_OVER``) — in one statement, so the slot passes straight on.
+    Otherwise (nothing finished, or nothing taken that way) under the site's lock, like
+    ``transfer_claim``. [] when there is nothing to take, the site is full, or a copy that
+    could run is next (it gets the slot)."""
+    if finished:
+        taken = _hand_over(finished, site_id=site_id)
+        if taken:
             return taken
     limit = per_site_limit()
     with transaction.atomic():
         list(FtpSite.objects.select_for_update().filter(pk=site_id))
         if _running_on(site_id) >= limit:
-            return None
+            return []
         waiting = (
             Transfer.objects.filter(Q(site_id=site_id) | Q(target_site_id=site_id))
             .filter(state=State.QUEUED)
@@ -488,78 +496,96 @@ def _claim_next(
             if kind == Kind.COPY:
                 others = {source_id, target_id} - {site_id, None}
                 if all(_running_on(other) < limit for other in others):
-                    return None  # hand the slot back; the kick lets the copy's task take it
+                    return []  # hand the slot back; the kick lets the copy's task take it
                 continue
             row = _take(transfer_id)
             if row is not None:
-                return row
-    return None
+                return [row]
+    return []
 
 
-# A runner's hot path in one round trip: finish its transfer (fenced by state and claim)
-# and, only if that worked, take the site's oldest queued download or upload (index
+# A runner's hot path in one round trip: finish its transfers (each fenced by state and
+# claim) and, only if one of them was still ours, take what the site has next (index
 # transfer_site_queue; a copy waits for a runner to hand its slot back, within
-# RUNNER_SECONDS).
-# Both rows change in one commit, so the site's count of running transfers never moves
-# and a claim elsewhere (which counts under the site lock) sees either state, both valid.
+# RUNNER_SECONDS): the oldest queued download or upload — and when that is a small upload
+# never tried before, the run of such uploads queued after it, up to BATCH_MAX, which the
+# runner then stores together (``_store_batch``).
+# All rows change in one commit, so the site's count of running transfers never drops
+# between two transfers, and a claim elsewhere (which counts under the site lock) sees
+# either state, both valid. A batch counts as several running rows there: it can keep a
+# new runner from starting, never let one too many start.
 # SKIP LOCKED: the site's other runner, handing over at the same moment, takes the next
-# row instead of queueing behind ours for the same one.
+# rows instead of queueing behind ours for the same ones.
 _TABLE = Transfer._meta.db_table
 _HAND_OVER = f"""
 WITH finished AS (
-    UPDATE {_TABLE}
-       SET state = %(state)s, finished_at = %(now)s, heartbeat_at = %(now)s,
-           sha256 = COALESCE(%(sha256)s, sha256),
-           bytes_done = COALESCE(%(bytes_done)s, bytes_done),
-           last_error = COALESCE(%(last_error)s, last_error)
-     WHERE id = %(id)s AND state = %(running)s AND claim = %(claim)s
-    RETURNING id
+    UPDATE {_TABLE} AS t
+       SET state = f.state, finished_at = %(now)s, heartbeat_at = %(now)s,
+           sha256 = COALESCE(f.sha256, t.sha256),
+           bytes_done = COALESCE(f.bytes_done, t.bytes_done),
+           last_error = COALESCE(f.last_error, t.last_error)
+      FROM unnest(%(ids)s::bigint[], %(claims)s::integer[], %(states)s::text[],
+                  %(sha256s)s::text[], %(bytes_done)s::bigint[], %(errors)s::text[])
+           AS f(id, claim, state, sha256, bytes_done, last_error)
+     WHERE t.id = f.id AND t.state = %(running)s AND t.claim = f.claim
+    RETURNING t.id
+), head AS (
+    SELECT id, (kind = %(upload)s AND bytes_total <= %(small)s AND attempts = 0
+                AND sha256 <> '') AS small
+      FROM {_TABLE}
+     WHERE site_id = %(site)s AND state = %(queued)s AND kind <> %(copy)s
+     ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT id, row_number() OVER w AS k, bool_and(small) OVER w AS run
+                      FROM head WINDOW w AS (ORDER BY id)) AS ranked
+     WHERE k = 1 OR run
 ), taken AS (
     UPDATE {_TABLE}
        SET state = %(running)s, claim = claim + 1, attempts = attempts + 1,
            heartbeat_at = %(now)s, started_at = %(now)s, last_error = ''
-     WHERE id = (SELECT id FROM {_TABLE}
-                  WHERE site_id = %(site)s AND state = %(queued)s AND kind <> %(copy)s
-                  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-       AND EXISTS (SELECT 1 FROM finished)
+     WHERE id IN (SELECT id FROM picked) AND EXISTS (SELECT 1 FROM finished)
     RETURNING *
 )
-SELECT (SELECT count(*) FROM finished), taken.* FROM (SELECT 1) AS one LEFT JOIN taken ON true
+SELECT ARRAY(SELECT id FROM finished), taken.*
+  FROM (SELECT 1) AS one LEFT JOIN taken ON true ORDER BY taken.id
 """  # noqa: S608 — only the model's own table name is interpolated
 
 
-def _hand_over(
-    row: Transfer, state: str, fields: dict[str, Any], *, site_id: int
-) -> Transfer | None:
-    """``_HAND_OVER``: the next transfer, now ours, or None (``row.state`` then tells
-    whether ``row`` was finished or had stopped being ours)."""
+def _hand_over(finished: list[Finish], *, site_id: int) -> list[Transfer]:
+    """``_HAND_OVER``: the rows now ours, oldest first (``row.state`` of each finished row
+    tells whether it was finished or had stopped being ours)."""
     now = timezone.now()
     params = {
-        "state": state,
         "now": now,
-        "sha256": fields.get("sha256"),
-        "bytes_done": fields.get("bytes_done"),
-        "last_error": fields.get("last_error"),
-        "id": row.pk,
-        "claim": row.claim,
+        "ids": [row.pk for row, _, _ in finished],
+        "claims": [row.claim for row, _, _ in finished],
+        "states": [state for _, state, _ in finished],
+        "sha256s": [fields.get("sha256") for _, _, fields in finished],
+        "bytes_done": [fields.get("bytes_done") for _, _, fields in finished],
+        "errors": [fields.get("last_error") for _, _, fields in finished],
         "site": site_id,
         "running": State.RUNNING,
         "queued": State.QUEUED,
         "copy": Kind.COPY,
+        "upload": Kind.UPLOAD,
+        "small": ftp.DIRECT_STORE_MAX,
+        "batch": BATCH_MAX,
     }
     with connection.cursor() as cursor:
         cursor.execute(_HAND_OVER, params)
-        result = cursor.fetchone()
+        results = cursor.fetchall()
         columns = [column.name for column in cursor.description[1:]]
-    if result[0]:
-        _finished(row, {**fields, "state": state, "finished_at": now, "heartbeat_at": now})
-    if result[1] is None:
-        return None
-    by_column = dict(zip(columns, result[1:], strict=True))
-    fields = Transfer._meta.concrete_fields  # RETURNING * comes in the table's column order
-    return Transfer.from_db(
-        connection.alias, [f.attname for f in fields], [by_column[f.column] for f in fields]
-    )
+    done = set(results[0][0])
+    for row, state, fields in finished:
+        if row.pk in done:
+            _finished(row, {**fields, "state": state, "finished_at": now, "heartbeat_at": now})
+    names = [f.attname for f in Transfer._meta.concrete_fields]
+    order = [columns.index(f.column) for f in Transfer._meta.concrete_fields]
+    return [
+        Transfer.from_db(connection.alias, names, [result[1 + i] for i in order])
+        for result in results
+        if result[1 + columns.index("id")] is not None
+    ]
 
 
 def _kick_site_queue(site_ids: list[int]) -> None:
@@ -676,31 +702,73 @@ def transfer_run(*, transfer_id: int) -> str:
 
 
 def _run_site(row: Transfer) -> None:
-    """Run ``row``, then the site's next queued downloads and uploads over one session,
-    until none is left to claim or ``RUNNER_SECONDS`` have passed."""
+    """Run ``row``, then what the site has queued next over one session, until none is
+    left to claim or ``RUNNER_SECONDS`` have passed."""
     site_id = row.site_id
     session = _SiteSession(row.site)
     until = time.monotonic() + RUNNER_SECONDS
-    current: Transfer | None = row
+    current = [row]
     _quick_commits(True)
     try:
-        while current is not None:
-            finished = current
-            outcome = _execute(finished, session)
-            finish = None if outcome is None else (finished, *outcome)
+        while current:
+            finished = _run_all(current, session)
             if time.monotonic() < until:
-                current = _claim_next(site_id=site_id, finish=finish)
+                current = _claim_next(site_id=site_id, finished=finished)
             else:
-                current = None
-                if outcome is not None:
-                    _finish(finished, outcome[0], **outcome[1])
-            if finished.state == State.DONE:  # set by _finish only when the row was still ours
-                _drop_upload_source(finished)
+                current = []
+                for ran, state, fields in finished:
+                    _finish(ran, state, **fields)
+            for ran, _, _ in finished:
+                if ran.state == State.DONE:  # set only when the row was still ours
+                    _drop_upload_source(ran)
     finally:
         session.close()
         _quick_commits(False)
         _kick_site_queue([site_id])
         event_sender().flush()
+
+
+def _run_all(rows: list[Transfer], session: _SiteSession) -> list[Finish]:
+    """What became of the rows a runner claimed: several are a batch of small uploads."""
+    if len(rows) > 1:
+        return _store_batch(rows, session)
+    return _run_each(rows, session)
+
+
+def _run_each(rows: list[Transfer], session: _SiteSession) -> list[Finish]:
+    outcomes = ((row, _execute(row, session)) for row in rows)
+    return [(row, *outcome) for row, outcome in outcomes if outcome is not None]
+
+
+def _store_batch(rows: list[Transfer], session: _SiteSession) -> list[Finish]:
+    """Small new uploads claimed together (``_HAND_OVER``), stored folder by folder with
+    ``FtpSession.store_all``: straight to their names, their sizes checked by one listing of
+    the folder — three round trips less per file than ``_upload``, and no row written
+    between two files. No run lock: the rows were claimed just now and never tried before,
+    so no other worker holds them (the sweeper waits minutes). When a folder's files fail
+    together (a refusal, a lost connection, a local file gone), they are run again one by
+    one, each with its own attempts, resume and error."""
+    by_folder: dict[str, list[Transfer]] = {}
+    for row in rows:
+        by_folder.setdefault(posixpath.dirname(row.path), []).append(row)
+    finished: list[Finish] = []
+    for folder, group in by_folder.items():
+        try:
+            with contextlib.ExitStack() as files:
+                sources = [
+                    (posixpath.basename(row.path), files.enter_context(open(row.local_path, "rb")),
+                     row.bytes_total)
+                    for row in group
+                ]  # fmt: skip
+                session.get().store_all(folder, sources)
+        except (ftp.FtpError, OSError, ValueError):
+            finished += _run_each(group, session)
+            continue
+        for row in group:
+            row.bytes_done = row.bytes_total
+            fields = {"sha256": row.sha256, "bytes_done": row.bytes_total}
+            finished.append((row, State.DONE, fields))
+    return finished
 
 
 def _quick_commits(on: bool) -> None:
@@ -807,7 +875,9 @@ def _download(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh:
 
 def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool) -> str:
     """The file's sha256 was taken as it arrived (``transfer_create``), so the worker's
-    cores all go to sending; a row from before that is hashed alongside."""
+    cores all go to sending; a row from before that is hashed alongside. A small file's
+    first attempt goes straight to its name (``FtpSession.store``); otherwise it goes to
+    the temporary name, resumed from what the server holds."""
     local = Path(row.local_path)
     size = local.stat().st_size
     if row.bytes_total != size:
@@ -815,9 +885,13 @@ def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: b
     hasher = None if row.sha256 else _FileHasher(local, size, background=size > HASH_CHUNK)
     try:
         with open(local, "rb", buffering=0) as source:
-            offset = 0 if fresh else min(session.upload_offset(row.path), size)
-            source.seek(offset)
-            done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
+            if fresh and size <= ftp.DIRECT_STORE_MAX:  # straight to its name, as store does
+                session.store(row.path, source, size=size, progress=ticker)
+                done = size
+            else:
+                offset = 0 if fresh else min(session.upload_offset(row.path), size)
+                source.seek(offset)
+                done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
         sha256 = hasher.hexdigest() if hasher else row.sha256
     finally:
         if hasher:

@@ -21,6 +21,16 @@ from tests.processes import AppProcesses
 pytest_plugins = ["tests.peers.fixtures", "tests.mailfactory"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory):
+    """What the app keeps on disk (a transfer's local file...) goes to a folder of this run:
+    the test database numbers its rows from 1 again each run, so .data/ would hold files of
+    an earlier run's rows under the same ids."""
+    from django.conf import settings
+
+    settings.DATA_DIR = tmp_path_factory.mktemp("data")
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.org", "secret-alice")

@@ -111,6 +111,24 @@ def logins(monkeypatch: pytest.MonkeyPatch):
     return attach
 
 
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch):
+    """commands(server) -> the list of commands (verbs) that server receives from now on."""
+
+    def attach(server: FTPServer) -> list[str]:
+        seen: list[str] = []
+        original = server.handler.pre_process_command
+
+        def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+            seen.append(cmd)
+            return original(self, line, cmd, arg)
+
+        monkeypatch.setattr(server.handler, "pre_process_command", pre_process_command)
+        return seen
+
+    return attach
+
+
 def queue_batch(api, site: FtpSite, files: dict[str, bytes], tmp_path, downloads=()) -> list[int]:
     """Upload transfers of ``files`` (and downloads of ``downloads``) created in one
     transaction, so the worker finds them all queued at once: [ids in creation order]."""
@@ -534,6 +552,89 @@ def test_a_cut_upload_in_a_batch_resumes_and_the_runner_goes_on(
     assert len(seen) <= transfers.per_site_limit()  # the control connection survived the cut
 
 
+def test_small_new_uploads_are_stored_in_batches_straight_to_their_names(
+    celery_worker, ftp, alice, api_as, tmp_path, commands
+):
+    home = ftp.homes["alice"]
+    (home / "in").mkdir()
+    files = {f"s{n:02d} é.txt": payload(500 + 97 * n, seed=600 + n) for n in range(60)}
+    site = make_site(alice, ftp)
+    seen = commands(ftp)
+    ids = queue_batch(api_as(alice), site, files, tmp_path)
+
+    rows = [wait_finished(transfer_id) for transfer_id in ids]
+    assert [row.state for row in rows] == ["done"] * len(ids), [r.last_error for r in rows]
+    for row, (name, data) in zip(rows, files.items(), strict=True):
+        assert (home / "in" / name).read_bytes() == data
+        assert row.sha256 == sha(data) and row.bytes_done == len(data) and row.attempts == 1
+        assert not Path(row.local_path).exists()  # the kept upload is gone once done
+    assert sorted(p.name for p in (home / "in").iterdir()) == sorted(files)
+    assert seen.count("STOR") == len(files)
+    assert "RNFR" not in seen and "APPE" not in seen  # no temporary names
+    # Most sizes were checked by a listing of the folder, not a command per file.
+    assert seen.count("MLSD") >= 1 and seen.count("MLST") < len(files) // 2
+
+
+def test_a_refused_file_in_a_batch_fails_alone_with_the_servers_words(
+    celery_worker, ftp, alice, api_as, tmp_path
+):
+    home = ftp.homes["alice"]
+    (home / "in" / "taken.bin").mkdir(parents=True)  # a STOR onto a folder is refused
+    files = {f"f{n:02d}.bin": payload(2000 + n, seed=700 + n) for n in range(10)}
+    files["taken.bin"] = b"not a folder"
+    files |= {f"g{n:02d}.bin": payload(3000 + n, seed=720 + n) for n in range(10)}
+    site = make_site(alice, ftp)
+    ids = dict(zip(files, queue_batch(api_as(alice), site, files, tmp_path), strict=True))
+
+    rows = {name: wait_finished(transfer_id) for name, transfer_id in ids.items()}
+    refused = rows.pop("taken.bin")
+    assert refused.state == "failed" and refused.last_error.startswith("550")
+    assert (home / "in" / "taken.bin").is_dir()
+    for name, row in rows.items():
+        assert row.state == "done", row.last_error
+        assert (home / "in" / name).read_bytes() == files[name]
+
+
+def test_a_runner_claims_a_run_of_small_new_uploads_together(ftp, alice, settings, monkeypatch):
+    settings.FTP_TRANSFERS_PER_SITE = 1
+    monkeypatch.setattr(transfers, "BATCH_MAX", 3)
+    site = make_site(alice, ftp)
+
+    def upload(path: str, size: int = 10, attempts: int = 0) -> Transfer:
+        return Transfer.objects.create(
+            owner=alice, kind="upload", site=site, path=path, bytes_total=size,
+            attempts=attempts, sha256="0" * 64,
+        )  # fmt: skip
+
+    first = upload("/first")
+    small = [upload(f"/s{n}") for n in range(4)]  # more than BATCH_MAX in a row
+    big = upload("/big", size=transfers.ftp.DIRECT_STORE_MAX + 1)
+    tried = upload("/tried", attempts=1)  # a retry: runs alone, with its run lock
+    last = [upload(f"/t{n}") for n in range(2)]
+    running, _ = transfers.transfer_claim(transfer_id=first.pk)
+
+    def step(rows: list[Transfer]) -> list[Transfer]:
+        return transfers._claim_next(site_id=site.pk, finished=[(r, "done", {}) for r in rows])
+
+    taken = step([running])
+    assert [r.pk for r in taken] == [r.pk for r in small[:3]]
+    assert {r.state for r in taken} == {"running"} and {r.claim for r in taken} == {1}
+    # A row paused meanwhile is not finished by the batch; the others are.
+    Transfer.objects.filter(pk=taken[1].pk).update(state="paused")
+    following = step(taken)
+    assert [r.pk for r in following] == [small[3].pk]  # the run stops at the big upload
+    assert [Transfer.objects.get(pk=r.pk).state for r in taken] == ["done", "paused", "done"]
+    assert [r.state for r in taken] == ["done", "running", "done"]  # as the runner saw them
+    following = step(following)
+    assert [r.pk for r in following] == [big.pk]
+    following = step(following)
+    assert [r.pk for r in following] == [tried.pk]
+    following = step(following)
+    assert [r.pk for r in following] == [r.pk for r in last]
+    assert step(following) == []
+    assert Transfer.objects.filter(site=site, state="done").count() == 8
+
+
 # --------------------------------------------------------------------------- the claim itself
 
 
@@ -575,8 +676,8 @@ def test_a_runner_passes_its_slot_straight_to_the_sites_next_transfer(ftp, alice
     elsewhere = Transfer.objects.create(owner=alice, kind="download", site=other, path="/c")
     running, _ = transfers.transfer_claim(transfer_id=first.pk)
 
-    following = transfers._claim_next(
-        site_id=site.pk, finish=(running, "done", {"sha256": "0" * 64})
+    [following] = transfers._claim_next(
+        site_id=site.pk, finished=[(running, "done", {"sha256": "0" * 64})]
     )
     assert following.pk == second.pk and following.state == "running"
     assert following.attempts == 1 and following.claim == 1
@@ -588,16 +689,16 @@ def test_a_runner_passes_its_slot_straight_to_the_sites_next_transfer(ftp, alice
         owner=alice, kind="copy", site=other, path="/c", target_site=site, target_path="/d"
     )
     third = Transfer.objects.create(owner=alice, kind="upload", site=site, path="/e")
-    taken = transfers._claim_next(site_id=site.pk, finish=(following, "done", {}))
+    [taken] = transfers._claim_next(site_id=site.pk, finished=[(following, "done", {})])
     assert taken.pk == third.pk
     # ...until a runner claims without handing over (its transfer was paused): next in line,
     # the copy could run, so the runner gives the slot back for the copy's task to take.
     Transfer.objects.filter(pk=third.pk).update(state="paused")
     fourth = Transfer.objects.create(owner=alice, kind="upload", site=site, path="/f")
-    assert transfers._claim_next(site_id=site.pk, finish=None) is None
+    assert transfers._claim_next(site_id=site.pk, finished=[]) == []
     assert transfers.transfer_claim(transfer_id=copy.pk)[0] is not None
     # The site is full again: nothing more is claimed.
-    assert transfers._claim_next(site_id=site.pk, finish=None) is None
+    assert transfers._claim_next(site_id=site.pk, finished=[]) == []
     assert Transfer.objects.get(pk=fourth.pk).state == "queued"
 
 
