@@ -284,6 +284,23 @@ class TransferViewSet(
     def get_queryset(self):
         return transfers.transfer_list(user=self.request.user)
 
+    @extend_schema(
+        description="One ``file`` -> the transfer; several ``file`` parts (an upload into the "
+        "folder ``path``) -> the list of transfers, queued in one go."
+    )
+    def create(self, request, *args, **kwargs):
+        files = request.FILES.getlist("file")
+        if len(files) < 2:
+            return super().create(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        rows = transfers.transfer_create_uploads(
+            owner=request.user, site=data["site"], folder=data["path"] or "/", uploads=files
+        )
+        body = self.get_serializer(rows, many=True).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
         serializer.instance = transfers.transfer_create(

@@ -65,7 +65,7 @@ from django.utils import timezone
 from ftpcore.models import FtpSite, Transfer
 from ftpcore.protocols import ftp
 from ftpcore.services import ftp_config, resolve_path
-from webapp.events.publish import event_publish
+from webapp.events.publish import event_publish, event_publish_many
 from webapp.events.sender import event_enqueue, event_sender
 
 State = Transfer.State
@@ -130,6 +130,12 @@ def _publish(transfer: Transfer, **figures: float | None) -> None:
         user_id=transfer.owner_id,
         event={"type": "transfer.progress", "transfer": transfer_event(transfer, **figures)},
     )
+
+
+def _publish_many(user_id: int, transfers: list[Transfer]) -> None:
+    """``_publish`` for several of one user's transfers, in one message."""
+    events = [{"type": "transfer.progress", "transfer": transfer_event(t)} for t in transfers]
+    event_publish_many(user_id=user_id, events=events)
 
 
 def _announce(transfer: Transfer, **figures: float | None) -> None:
@@ -299,6 +305,43 @@ def _target(path: str, name: str) -> str:
     return posixpath.join(path, name) if path.endswith("/") else path
 
 
+def _check_line(*values: str) -> None:
+    for value in values:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("Paths must not contain CR, LF or NUL characters.")
+
+
+def _check_not_reserved(*paths: str) -> None:
+    for value in paths:
+        if value and posixpath.basename(value).endswith(ftp.PART_SUFFIX):
+            raise ValueError(f"File names ending in {ftp.PART_SUFFIX} are reserved.")
+
+
+def _upload_fields(*, owner, site: FtpSite, path: str, upload) -> dict[str, Any]:
+    """An upload row's fields: the file keeps its (cleaned) name when ``path`` is a folder."""
+    name = _safe_name(upload.name, "upload")
+    target = resolve_path(site=site, path=_target(path or "/", name))
+    _check_not_reserved(name, target)
+    fields = {"owner": owner, "kind": Kind.UPLOAD, "site": site, "name": name, "path": target}
+    return fields | {"bytes_total": upload.size}
+
+
+def _keep_upload(row: Transfer, upload) -> None:
+    """The uploaded file, copied under DATA_DIR in 1 MiB pieces and hashed on the way (so
+    the worker only sends it); sets ``local_path`` and ``sha256`` on ``row`` (not saved)."""
+    directory = transfer_dir(owner_id=row.owner_id, transfer_id=row.pk)
+    directory.mkdir(parents=True, exist_ok=True)
+    local = directory / "upload"
+    upload.seek(0)
+    digest = hashlib.sha256()
+    with open(local, "wb") as file:
+        for chunk in upload.chunks(1024 * 1024):
+            file.write(chunk)
+            digest.update(chunk)
+    row.local_path = str(local)
+    row.sha256 = digest.hexdigest()
+
+
 def transfer_create(
     *,
     owner,
@@ -310,11 +353,9 @@ def transfer_create(
     upload=None,
 ) -> Transfer:
     """Create a queued transfer and enqueue it once committed. ``upload`` (a Django
-    ``UploadedFile``) is required for uploads: it is kept under DATA_DIR first, copied in
-    1 MiB pieces. Paths are checked (CR/LF/NUL -> ValueError) and normalised here."""
-    for value in (path, target_path):
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError("Paths must not contain CR, LF or NUL characters.")
+    ``UploadedFile``) is required for uploads: it is kept under DATA_DIR first (``_keep_upload``).
+    Paths are checked (CR/LF/NUL -> ValueError) and normalised here."""
+    _check_line(path, target_path)
     fields: dict[str, Any] = {"owner": owner, "kind": kind, "site": site}
     if kind == Kind.DOWNLOAD:
         fields["path"] = resolve_path(site=site, path=path)
@@ -324,11 +365,7 @@ def transfer_create(
     elif kind == Kind.UPLOAD:
         if upload is None:
             raise ValueError("An upload needs a file (multipart field 'file').")
-        fields["name"] = _safe_name(upload.name, "upload")
-        if fields["name"].endswith(ftp.PART_SUFFIX):
-            raise ValueError(f"File names ending in {ftp.PART_SUFFIX} are reserved.")
-        fields["path"] = resolve_path(site=site, path=_target(path or "/", fields["name"]))
-        fields["bytes_total"] = upload.size
+        fields = _upload_fields(owner=owner, site=site, path=path, upload=upload)
     elif kind == Kind.COPY:
         fields["path"] = resolve_path(site=site, path=path)
         target_site = target_site or site
@@ -342,28 +379,46 @@ def transfer_create(
             raise ValueError("A copy needs a target other than its source.")
     else:
         raise ValueError(f"Unknown kind {kind!r}.")
-    for value in (fields["path"], fields.get("target_path", "")):
-        if value and posixpath.basename(value).endswith(ftp.PART_SUFFIX):
-            raise ValueError(f"File names ending in {ftp.PART_SUFFIX} are reserved.")
+    _check_not_reserved(fields["path"], fields.get("target_path", ""))
 
     with transaction.atomic():
         row = Transfer.objects.create(**fields)
         if kind == Kind.UPLOAD:
-            directory = transfer_dir(owner_id=owner.pk, transfer_id=row.pk)
-            directory.mkdir(parents=True, exist_ok=True)
-            local = directory / "upload"
-            upload.seek(0)
-            digest = hashlib.sha256()
-            with open(local, "wb") as file:
-                for chunk in upload.chunks(1024 * 1024):
-                    file.write(chunk)
-                    digest.update(chunk)
-            row.local_path = str(local)
-            row.sha256 = digest.hexdigest()
+            _keep_upload(row, upload)
             row.save(update_fields=["local_path", "sha256"])
         _publish(row)
         _enqueue_after_commit(row.pk)
     return row
+
+
+_KEPT = f"""
+UPDATE {Transfer._meta.db_table} AS t SET local_path = k.local_path, sha256 = k.sha256
+  FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS k(id, local_path, sha256)
+ WHERE t.id = k.id
+"""  # noqa: S608 — only the model's own table name is interpolated
+
+
+def transfer_create_uploads(*, owner, site: FtpSite, folder: str, uploads: list) -> list[Transfer]:
+    """Queue an upload of each file into ``folder``, in one transaction: rows inserted and
+    updated in one statement each, their events in one message, and tasks enqueued for the
+    first few only — those claim the site's slots, and the runners they become take the
+    rest from the queue (``_HAND_OVER``), where a task each would only find its row taken.
+    ``folder`` is a directory: a path that does not end in "/" gets one."""
+    _check_line(folder)
+    folder = folder if folder.endswith("/") else f"{folder}/"
+    rows = [Transfer(**_upload_fields(owner=owner, site=site, path=folder, upload=upload))
+            for upload in uploads]  # fmt: skip
+    with transaction.atomic():
+        rows = Transfer.objects.bulk_create(rows)
+        for row, upload in zip(rows, uploads, strict=True):
+            _keep_upload(row, upload)
+        with connection.cursor() as cursor:  # bulk_update's CASE per row costs ~4 ms a row
+            cursor.execute(_KEPT, [[r.pk for r in rows], [r.local_path for r in rows],
+                                   [r.sha256 for r in rows]])  # fmt: skip
+        _publish_many(owner.pk, rows)
+        for row in rows[: 2 * per_site_limit()]:
+            _enqueue_after_commit(row.pk)
+    return rows
 
 
 def _move(

@@ -231,6 +231,56 @@ def test_upload_needs_a_file(ftp, alice, api_as):
     assert Transfer.objects.count() == 0
 
 
+def test_several_files_in_one_post_are_queued_as_uploads_into_the_folder(
+    celery_worker, ftp, alice, api_as, tmp_path
+):
+    home = ftp.homes["alice"]
+    (home / "in").mkdir()
+    files = {f"n{n:02d}.txt": payload(100 + 37 * n, seed=800 + n) for n in range(30)}
+    files["big.bin"] = payload(2 * MB, seed=830)  # not small: the temporary name, alone
+    sources = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        sources.append(open(tmp_path / name, "rb"))  # noqa: SIM115 — closed below
+    site = make_site(alice, ftp)
+    try:
+        created = api_as(alice).post(
+            "/api/v1/ftp/transfers/",
+            {"kind": "upload", "site": site.pk, "path": "/in", "file": sources},
+            format="multipart",
+        )
+    finally:
+        for source in sources:
+            source.close()
+
+    assert created.status_code == 201, created.content
+    listed = created.json()
+    assert [t["path"] for t in listed] == [f"/in/{name}" for name in files]
+    assert {t["state"] for t in listed} == {"queued"}
+    assert [t["sha256"] for t in listed] == [sha(data) for data in files.values()]
+    for transfer in listed:
+        row = wait_finished(transfer["id"])
+        assert row.state == "done", row.last_error
+    for name, data in files.items():
+        assert (home / "in" / name).read_bytes() == data
+
+
+def test_several_files_in_one_post_are_all_refused_for_one_bad_name(ftp, alice, api_as, tmp_path):
+    site = make_site(alice, ftp)
+    good, reserved = tmp_path / "good.txt", tmp_path / "x.part-satchel"
+    for source in (good, reserved):
+        source.write_bytes(b"data")
+    with open(good, "rb") as one, open(reserved, "rb") as two:
+        refused = api_as(alice).post(
+            "/api/v1/ftp/transfers/",
+            {"kind": "upload", "site": site.pk, "path": "/", "file": [one, two]},
+            format="multipart",
+        )
+    assert refused.status_code == 400
+    assert "reserved" in refused.json()["detail"]
+    assert Transfer.objects.count() == 0
+
+
 def test_copy_between_two_folders_of_one_site(celery_worker, ftp, alice, api_as):
     data = payload(5 * MB + 1, seed=3)
     home = ftp.homes["alice"]
