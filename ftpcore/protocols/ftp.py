@@ -1514,10 +1514,12 @@ class FtpSession:
         RNTO), which is most of the time for many small files, while a small file's data is
         one write, so a half-written file is rarely possible; when it happens, what arrived
         is deleted. The size check is MLST's size fact when the server offers MLST: the one
-        command also yields the entry. Larger files go through ``upload`` (temporary name).
+        command also yields the entry. Larger files go through ``upload`` (temporary name),
+        and so does a small file that would replace one already there (``_exists``): a
+        failed upload must not cost the copy the server had.
         """
         target = self._upload_target(path)
-        if size > DIRECT_STORE_MAX:
+        if size > DIRECT_STORE_MAX or self._exists(target):
             self.upload(target, source, size=size, progress=progress)
             return self.stat(target)
         report = _Reporter(progress or self._progress)
@@ -1543,12 +1545,18 @@ class FtpSession:
         shows with another size (confirmed by SIZE) is deleted and FtpTransferError names
         it; after a refusal midway, the files stored before it are checked the same way
         before the refusal is raised. Names the listing does not show as sent (a server
-        that normalises Unicode, say) are checked one by one, never deleted unseen.
+        that normalises Unicode, say) are checked one by one, never deleted unseen. A
+        listing first finds the names already there: those go through the temporary name,
+        as in ``store``.
         """
         folder = self._path(directory)
         names = {name for name, _, _ in files}
         small = sum(1 for _, _, size in files if size <= DIRECT_STORE_MAX)
-        if small < LISTING_CHECK_MIN or not self._mlsd:
+        existing = None
+        if small >= LISTING_CHECK_MIN and self._mlsd:
+            with suppress(FtpCommandError):  # a folder it may not list: file by file
+                existing = {entry.name for entry in self.list(folder, only=names)}
+        if existing is None:
             found = {
                 name: self.store(posixpath.join(folder, name), source, size=size)
                 for name, source, size in files
@@ -1561,7 +1569,7 @@ class FtpSession:
         try:
             for name, source, size in files:
                 path = posixpath.join(folder, name)
-                if size > DIRECT_STORE_MAX:
+                if size > DIRECT_STORE_MAX or name in existing:
                     self.upload(path, source, size=size)
                     continue
                 unchecked.pop(name, None)
@@ -1592,6 +1600,17 @@ class FtpSession:
                 bytes_done=min(stored, total),
             )
         return listed
+
+    def _exists(self, target: str) -> bool:
+        """Whether the server has something at ``target`` (MLST, else SIZE); False when it
+        cannot tell (neither command)."""
+        if "MLST" in self._feat:
+            try:
+                self._mlst(target)
+            except FtpCommandError:
+                return False
+            return True
+        return self._size_quiet(target) is not None
 
     def stat(self, path: str | bytes) -> Entry | None:
         """A file's entry through MLST (one command, no data connection); None when the

@@ -595,9 +595,10 @@ def test_store_writes_small_files_straight_and_returns_their_entries(ftp: FTPSer
         session.mkdir("/in dir")
         seen = recorder(ftp)
         entry = session.store("/in dir/ small é.txt", io.BytesIO(small), size=len(small))
-        # STOR to the name itself, then MLST: the size check and the entry in one command.
-        assert [line.split(" ")[0] for line in seen] == ["EPSV", "STOR", "MLST"]
-        assert seen[1] == "STOR /in dir/ small é.txt"
+        # Nothing there (MLST), so STOR to the name itself, then MLST: the size check and
+        # the entry in one command.
+        assert [line.split(" ")[0] for line in seen] == ["MLST", "EPSV", "STOR", "MLST"]
+        assert seen[2] == "STOR /in dir/ small é.txt"
         assert entry is not None
         assert (entry.name, entry.type, entry.size) == (" small é.txt", "file", len(small))
         assert entry.modified is not None and entry.permissions
@@ -610,6 +611,12 @@ def test_store_writes_small_files_straight_and_returns_their_entries(ftp: FTPSer
         assert sha((home / "in dir" / "large.bin").read_bytes()) == sha(large)
         assert sorted(p.name for p in (home / "in dir").iterdir()) == [" small é.txt", "large.bin"]
 
+        seen.clear()  # a small file replacing one: the temporary name, the old copy safe
+        entry = session.store("/in dir/ small é.txt", io.BytesIO(b"new"), size=3)
+        assert f"RNFR /in dir/. small é.txt{PART_SUFFIX}" in seen
+        assert entry is not None and entry.size == 3
+        assert (home / "in dir" / " small é.txt").read_bytes() == b"new"
+
 
 def test_store_without_mlst_checks_the_size_with_size(list_server: FTPServer, recorder) -> None:
     list_server.clear_homes()
@@ -617,7 +624,7 @@ def test_store_without_mlst_checks_the_size_with_size(list_server: FTPServer, re
     with FtpSession(config(list_server)) as session:
         seen = recorder(list_server)
         assert session.store("/f.txt", io.BytesIO(data), size=len(data)) is None
-        assert [line.split(" ")[0] for line in seen] == ["EPSV", "STOR", "SIZE"]
+        assert [line.split(" ")[0] for line in seen] == ["SIZE", "EPSV", "STOR", "SIZE"]
     assert sha((list_server.homes["alice"] / "f.txt").read_bytes()) == sha(data)
 
 
@@ -630,6 +637,17 @@ def test_store_cut_short_deletes_what_arrived(cutting: FTPServer) -> None:
         assert caught.value.code == 426
         session.noop()
     assert not (cutting.homes["alice"] / "cut.bin").exists()  # no half file left behind
+
+
+def test_store_cut_short_over_an_existing_file_keeps_it(cutting: FTPServer) -> None:
+    old, data = payload(1000, seed=6), payload(DIRECT_STORE_MAX, seed=7)
+    (cutting.homes["alice"] / "keep.bin").write_bytes(old)
+    Cut.upload = len(data) * 6 // 10
+    with FtpSession(config(cutting)) as session:
+        with pytest.raises(FtpTransferError):
+            session.store("/keep.bin", io.BytesIO(data), size=len(data))
+        assert session.upload_offset("/keep.bin") > 0  # what arrived waits to be resumed
+    assert (cutting.homes["alice"] / "keep.bin").read_bytes() == old
 
 
 def _short_and_refusing(server: FTPServer) -> None:
@@ -661,10 +679,19 @@ def test_store_all_checks_many_small_files_with_one_listing(ftp: FTPServer, reco
         sources = [(name, io.BytesIO(data), len(data)) for name, data in files.items()]
         entries = session.store_all("/many", sources)
     verbs = [line.split(" ")[0] for line in seen]
-    assert verbs.count("STOR") == len(files) and verbs.count("MLSD") == 1
+    # One listing finds what is there already, one checks the sizes after.
+    assert verbs.count("STOR") == len(files) and verbs.count("MLSD") == 2
     assert "MLST" not in verbs and verbs.count("SIZE") == 1  # big.bin's own check
+    assert verbs.count("RNFR") == 1  # big.bin's temporary name
     assert {name: entries[name].size for name in files} == {n: len(d) for n, d in files.items()}
     assert all((home / "many" / name).read_bytes() == data for name, data in files.items())
+
+    with FtpSession(config(ftp)) as session:  # again: each small file replaces one
+        seen.clear()
+        sources = [(name, io.BytesIO(b"again"), 5) for name in files]
+        session.store_all("/many", sources)
+    assert [line.split(" ")[0] for line in seen].count("RNFR") == len(files)
+    assert all((home / "many" / name).read_bytes() == b"again" for name in files)
 
 
 def test_store_all_deletes_a_short_file_and_checks_those_before_a_refusal(make_server) -> None:
@@ -701,7 +728,8 @@ def test_store_all_without_mlsd_checks_each_and_lists_once(list_server, recorder
         seen = recorder(list_server)
         entries = session.store_all("/", files)
     verbs = [line.split(" ")[0] for line in seen]
-    assert verbs.count("SIZE") == len(files) and verbs.count("LIST") == 1
+    # SIZE twice a file: is one there already, then the size check; one LIST for entries.
+    assert verbs.count("SIZE") == 2 * len(files) and verbs.count("LIST") == 1
     assert [entries[f"n{i}"].size for i in range(LISTING_CHECK_MIN)] == list(range(16))
 
 
