@@ -679,8 +679,9 @@ def test_store_all_checks_many_small_files_with_one_listing(ftp: FTPServer, reco
         sources = [(name, io.BytesIO(data), len(data)) for name, data in files.items()]
         entries = session.store_all("/many", sources)
     verbs = [line.split(" ")[0] for line in seen]
-    # One listing finds what is there already, one checks the sizes after.
-    assert verbs.count("STOR") == len(files) and verbs.count("MLSD") == 2
+    # The folder's names (NLST) tell what is there already; one listing checks the sizes.
+    assert verbs.count("STOR") == len(files) and verbs.count("MLSD") == 1
+    assert verbs.count("NLST") == 1
     assert "MLST" not in verbs and verbs.count("SIZE") == 1  # big.bin's own check
     assert verbs.count("RNFR") == 1  # big.bin's temporary name
     assert {name: entries[name].size for name in files} == {n: len(d) for n, d in files.items()}
@@ -1096,6 +1097,7 @@ def test_unicode_and_space_laden_names_round_trip(ftp: FTPServer) -> None:
             assert (home / "dir with spaces" / name).read_bytes() == data
         entries = session.list("/dir with spaces")
         assert sorted(e.name for e in entries) == sorted(NAMES)
+        assert session.names("/dir with spaces") == set(NAMES)
         for entry in entries:
             assert entry.raw_name == entry.name.encode("utf-8")
             sink = io.BytesIO()
@@ -1118,6 +1120,7 @@ def test_latin1_site_encoding_round_trips(make_server) -> None:
     with FtpSession(config(server, encoding="latin-1")) as session:
         [entry] = session.list("/")
         assert entry.name == "café.txt"
+        assert session.names("/") == {"café.txt"}
         assert entry.raw_name == b"caf\xe9.txt"
         sink = io.BytesIO()
         session.download("/café.txt", sink)
