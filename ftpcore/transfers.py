@@ -327,17 +327,26 @@ def _upload_fields(*, owner, site: FtpSite, path: str, upload) -> dict[str, Any]
 
 
 def _keep_upload(row: Transfer, upload) -> None:
-    """The uploaded file, copied under DATA_DIR in 1 MiB pieces and hashed on the way (so
-    the worker only sends it); sets ``local_path`` and ``sha256`` on ``row`` (not saved)."""
+    """The uploaded file, kept under DATA_DIR and hashed (so the worker only sends it); sets
+    ``local_path`` and ``sha256`` on ``row`` (not saved). A big upload Django spooled to a
+    temporary file is linked into place when on the same file system (the temporary name
+    goes when Django closes it), so its bytes are not written twice; otherwise it is
+    copied in 1 MiB pieces, hashed on the way."""
     directory = transfer_dir(owner_id=row.owner_id, transfer_id=row.pk)
     directory.mkdir(parents=True, exist_ok=True)
     local = directory / "upload"
-    upload.seek(0)
     digest = hashlib.sha256()
-    with open(local, "wb") as file:
-        for chunk in upload.chunks(1024 * 1024):
-            file.write(chunk)
-            digest.update(chunk)
+    try:
+        os.link(upload.temporary_file_path(), local)
+    except (AttributeError, OSError):  # in memory, or another file system
+        upload.seek(0)
+        with open(local, "wb") as file:
+            for chunk in upload.chunks(1024 * 1024):
+                file.write(chunk)
+                digest.update(chunk)
+    else:
+        with open(local, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256")
     row.local_path = str(local)
     row.sha256 = digest.hexdigest()
 

@@ -198,7 +198,8 @@ def test_download_is_done_with_the_sources_sha256(celery_worker, ftp, alice, api
 
 
 def test_upload_is_done_with_the_file_on_the_server(celery_worker, ftp, alice, api_as, tmp_path):
-    data = payload(2 * MB + 3, seed=2)
+    # Over Django's 2.5 MB kept in memory: spooled to a temporary file, linked into place.
+    data = payload(3 * MB + 3, seed=2)
     source = tmp_path / "report.bin"
     source.write_bytes(data)
     (ftp.homes["alice"] / "in").mkdir()
