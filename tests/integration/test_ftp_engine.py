@@ -206,24 +206,6 @@ def reuse_server(make_server) -> FTPServer:
     return make_server(customize, tls=True, tls_required=True)
 
 
-@pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Callable[[FTPServer], list[str]]:
-    """recorder(server) -> the list of command lines that server receives from now on."""
-
-    def attach(server: FTPServer) -> list[str]:
-        seen: list[str] = []
-        original = server.handler.pre_process_command
-
-        def record(self, line: str, cmd: str, arg: str) -> None:
-            seen.append(line)
-            return original(self, line, cmd, arg)
-
-        monkeypatch.setattr(server.handler, "pre_process_command", record)
-        return seen
-
-    return attach
-
-
 # --------------------------------------------------------------------------- login
 
 

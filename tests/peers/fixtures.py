@@ -81,6 +81,24 @@ def ftps(ftps_server: FTPServer) -> FTPServer:
     return ftps_server
 
 
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Callable[[FTPServer], list[str]]:
+    """recorder(server) -> the list of command lines that server receives from now on."""
+
+    def attach(server: FTPServer) -> list[str]:
+        seen: list[str] = []
+        original = server.handler.pre_process_command
+
+        def record(self, line: str, cmd: str, arg: str) -> None:
+            seen.append(line)
+            return original(self, line, cmd, arg)
+
+        monkeypatch.setattr(server.handler, "pre_process_command", record)
+        return seen
+
+    return attach
+
+
 @pytest.fixture(scope="session")
 def smtp_server(peer_cert: CertBundle) -> Iterator[SMTPServer]:
     """SMTP requiring AUTH (offered after STARTTLS) for alice/secret-alice."""
