@@ -97,6 +97,7 @@ _BUFFER_SIZE = 1024 * 1024  # one recv_into / readinto buffer per session
 _SEND_SLICE = 256 * 1024  # sendall at most this much between progress checks
 DIRECT_STORE_MAX = 100 * 1024  # store(): larger files go through a temporary name
 LISTING_CHECK_MIN = 16  # store_all(): from this many small files, one listing checks them
+LISTING_CHECK_RATIO = 8  # ...unless the folder holds more than this many entries per file
 _PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 _ABORT_REPLY_TIMEOUT = 5.0  # wait this long for the reply to an interrupted transfer
 _MAX_TREE_DEPTH = 256
@@ -1533,8 +1534,18 @@ class FtpSession:
         and so does a small file that would replace one already there (``_exists``): a
         failed upload must not cost the copy the server had.
         """
-        target = self._upload_target(path)
-        if size > DIRECT_STORE_MAX or self._exists(target):
+        return self._store_one(self._upload_target(path), source, size, progress)
+
+    def _store_one(
+        self,
+        target: str,
+        source: BinaryIO,
+        size: int,
+        progress: Progress | None,
+        replacing: bool | None = None,
+    ) -> Entry | None:
+        """``store``; ``replacing``: whether a file is there already (None: ask the server)."""
+        if size > DIRECT_STORE_MAX or (self._exists(target) if replacing is None else replacing):
             self.upload(target, source, size=size, progress=progress)
             return self.stat(target)
         report = _Reporter(progress or self._progress)
@@ -1556,13 +1567,14 @@ class FtpSession:
 
         From ``LISTING_CHECK_MIN`` small files on (and when the server has MLSD), their size
         checks are one listing of the folder after them all instead of an MLST each: a round
-        trip per file less, for the price of listing the folder once. A file the listing
-        shows with another size (confirmed by SIZE) is deleted and FtpTransferError names
-        it; after a refusal midway, the files stored before it are checked the same way
-        before the refusal is raised. Names the listing does not show as sent (a server
-        that normalises Unicode, say) are checked one by one, never deleted unseen. A
-        list of the folder's names (``names``) first finds those already there: they go
-        through the temporary name, as in ``store``.
+        trip per file less, for the price of listing the folder once (not worth it in a
+        folder of more than ``LISTING_CHECK_RATIO`` entries per file: those go one by one).
+        A file the listing shows with another size (confirmed by SIZE) is deleted and
+        FtpTransferError names it; after a refusal midway, the files stored before it are
+        checked the same way before the refusal is raised. Names the listing does not show
+        as sent (a server that normalises Unicode, say) are checked one by one, never
+        deleted unseen. A list of the folder's names (``names``) first finds those already
+        there: they go through the temporary name, as in ``store``.
         """
         folder = self._path(directory)
         names = {name for name, _, _ in files}
@@ -1571,11 +1583,15 @@ class FtpSession:
         if small >= LISTING_CHECK_MIN and self._mlsd:
             with suppress(FtpCommandError):  # a folder it may not list: file by file
                 existing = self.names(folder)
-        if existing is None:
+        # In a big folder, a size check by MLST per file costs less than listing it all.
+        if existing is None or len(existing) > LISTING_CHECK_RATIO * len(files):
             found = {
-                name: self.store(posixpath.join(folder, name), source, size=size)
+                name: self._store_one(
+                    self._upload_target(posixpath.join(folder, name)), source, size, None,
+                    replacing=None if existing is None else name in existing,
+                )
                 for name, source, size in files
-            }
+            }  # fmt: skip
             if None not in found.values():
                 return {name: entry for name, entry in found.items() if entry is not None}
             listed = {entry.name: entry for entry in self.list(folder, only=found)}

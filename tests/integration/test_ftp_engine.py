@@ -25,6 +25,7 @@ from pyftpdlib.log import logger
 from ftpcore.protocols.ftp import (
     DIRECT_STORE_MAX,
     LISTING_CHECK_MIN,
+    LISTING_CHECK_RATIO,
     PART_SUFFIX,
     FtpAuthError,
     FtpCertificateError,
@@ -675,6 +676,22 @@ def test_store_all_checks_many_small_files_with_one_listing(ftp: FTPServer, reco
         session.store_all("/many", sources)
     assert [line.split(" ")[0] for line in seen].count("RNFR") == len(files)
     assert all((home / "many" / name).read_bytes() == b"again" for name in files)
+
+
+def test_store_all_into_a_big_folder_checks_each_file_by_mlst(ftp: FTPServer, recorder) -> None:
+    folder = ftp.homes["alice"] / "big"
+    folder.mkdir()
+    for i in range(LISTING_CHECK_RATIO * LISTING_CHECK_MIN + 1):
+        (folder / f"old{i:04d}").write_bytes(b"")
+    files = {f"new{i:02d}": payload(50 + i, seed=i) for i in range(LISTING_CHECK_MIN)}
+    with FtpSession(config(ftp)) as session:
+        seen = recorder(ftp)
+        entries = session.store_all("/big", [(n, io.BytesIO(d), len(d)) for n, d in files.items()])
+    verbs = [line.split(" ")[0] for line in seen]
+    assert verbs.count("NLST") == 1 and "MLSD" not in verbs  # the folder is not listed whole
+    assert verbs.count("MLST") == len(files)  # the size check, per file
+    assert {name: entries[name].size for name in files} == {n: len(d) for n, d in files.items()}
+    assert all((folder / name).read_bytes() == data for name, data in files.items())
 
 
 def test_store_all_deletes_a_short_file_and_checks_those_before_a_refusal(make_server) -> None:
