@@ -1468,16 +1468,17 @@
       }
     }
 
-    function upsertTransfer(transfer, { top = true } = {}) {
+    function upsertTransfer(transfer) {
       let row = bg.rows.get(transfer.id);
       if (!row) {
         const li = document.createElement("li");
         li.dataset.id = String(transfer.id);
         row = { li, transfer: {}, speed: null, eta: null };
         bg.rows.set(transfer.id, row);
+        // Newest first, whichever came first: the list's page or the live events.
         const list = $("bg-list");
-        if (top) list.prepend(li);
-        else list.appendChild(li);
+        const older = [...list.children].find((item) => Number(item.dataset.id) < transfer.id);
+        list.insertBefore(li, older || null);
       }
       row.transfer = { ...row.transfer, ...transfer };
       renderTransfer(row.transfer);
@@ -1505,7 +1506,7 @@
     async function loadTransfers() {
       try {
         const page = await window.Satchel.api(`${data.transfers}?page_size=100`, { quiet: true });
-        page.results.forEach((transfer) => upsertTransfer(transfer, { top: false }));
+        page.results.forEach((transfer) => upsertTransfer(transfer));
         bg.loaded = true;
       } catch (error) {
         $("bg-summary").textContent = error.message;

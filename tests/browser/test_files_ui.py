@@ -7,14 +7,17 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+import threading
 import zipfile
 import zlib
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
 from playwright.sync_api import expect
 from pyftpdlib.handlers import ThrottledDTPHandler
 
-from ftpcore import services
+from ftpcore import services, transfers
 from ftpcore.models import FtpSite
 from tests.peers.fixtures import ftp_peer
 from tests.peers.ftp import FTPServer
@@ -509,6 +512,42 @@ def test_background_download_and_copy_progress_live(
     expect(failed.get_by_role("button", name="Retry report.pdf")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot("files-background-transfers-phone")
+
+
+def test_uploads_queued_by_a_script_show_up_live_newest_first(
+    page, alice, ftp, home, celery_worker
+):
+    site = _site(alice, ftp)
+
+    def queue(names: list[str]) -> None:
+        """As POST /api/v1/ftp/transfers/ with several files does; in a thread of its own, as
+        its events are sent with async_to_sync, which Playwright's loop here would refuse."""
+
+        def create() -> None:
+            uploads = [SimpleUploadedFile(name, name.encode() * 100) for name in names]
+            try:
+                transfers.transfer_create_uploads(
+                    owner=alice, site=site, folder="/", uploads=uploads
+                )
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=create)
+        thread.start()
+        thread.join(30)
+
+    queue([f"early{n:02d}.txt" for n in range(20)])
+    _log_in(page)
+    _open(page, site)
+    page.keyboard.press("t")  # the panel loads the list...
+    panel = page.locator("#bg-transfers")
+    expect(panel).to_be_visible()
+    queue([f"late{n:02d}.txt" for n in range(20)])  # ...while these arrive as live events
+    expect(page.locator("#bg-summary")).to_have_text("40 done", timeout=60_000)
+    ids = page.eval_on_selector_all("#bg-list li", "items => items.map((li) => +li.dataset.id)")
+    assert len(ids) == 40 and ids == sorted(ids, reverse=True)
+    expect(panel.locator(".bg-row").first).to_contain_text("late19.txt")
+    assert (home / "late19.txt").read_bytes() == b"late19.txt" * 100
 
 
 @pytest.fixture(scope="module")
