@@ -25,8 +25,10 @@ runs twice, or a worker killed at any line, never loses or duplicates a transfer
   local file's size; upload and copy: the size of the server's ``.part`` file), a bounded
   number of attempts with backoff; then the row fails with the server's words.
 - Downloads are hashed (SHA-256) by a second thread reading the local file as the transfer
-  goes, so hashing overlaps the network on another core; an upload's file is hashed as it
-  arrives from the browser (``transfer_create``), so the worker only sends.
+  goes, so hashing overlaps the network on another core; a big download is done (and
+  announced) once its data is checked, and its sha256 is written when that thread has
+  caught up, before the runner goes on. An upload's file is hashed as it arrives from the
+  browser (``transfer_create``), so the worker only sends.
 - A worker that dies leaves a running row with an old heartbeat; ``transfers_sweep_stale``
   queues it again and the next worker resumes it. A per-transfer file lock keeps an old
   worker that has not noticed yet from writing alongside the new one.
@@ -247,12 +249,13 @@ class _LocalSink:
         os.ftruncate(self.fd, size)
         self.size = size
 
-    def close(self) -> None:
+    def close(self, *, keep_hasher: bool = False) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.hasher.close()
+        if not keep_hasher:
+            self.hasher.close()
 
 
 @contextlib.contextmanager
@@ -775,7 +778,7 @@ def _run_site(row: Transfer) -> None:
     _quick_commits(True)
     try:
         while current:
-            finished = _run_all(current, session)
+            finished = _finish_hashing(_run_all(current, session))
             if time.monotonic() < until:
                 current = _claim_next(site_id=site_id, finished=finished)
             else:
@@ -790,6 +793,33 @@ def _run_site(row: Transfer) -> None:
         _quick_commits(False)
         _kick_site_queue([site_id])
         event_sender().flush()
+
+
+def _finish_hashing(finished: list[Finish]) -> list[Finish]:
+    """Big downloads are done once their data is checked (226 reply and size): marked done
+    and announced now, then given their SHA-256 when the hashing thread, which hashes ~1 GiB
+    a second on a core the transfer shares, has caught up. The others are returned, to be
+    finished with the hand-over."""
+    rest = []
+    for row, state, fields in finished:
+        hasher = fields.pop("hashing", None)
+        if hasher is None:
+            rest.append((row, state, fields))
+        elif _finish(row, state, **fields):
+            _record_hash(row, hasher)
+        else:
+            hasher.close()
+    return rest
+
+
+def _record_hash(row: Transfer, hasher: _FileHasher) -> None:
+    try:
+        sha256 = hasher.hexdigest()
+    except OSError:  # the file went meanwhile (its owner deleted the transfer)
+        return
+    if Transfer.objects.filter(pk=row.pk, claim=row.claim, state=State.DONE).update(sha256=sha256):
+        row.sha256 = sha256
+        _announce(row)
 
 
 def _run_all(rows: list[Transfer], session: _SiteSession) -> list[Finish]:
@@ -861,6 +891,8 @@ def _execute(row: Transfer, session: _SiteSession | None) -> tuple[str, dict[str
         return State.FAILED, {"last_error": str(exc)}
     except OSError as exc:  # the local disk
         return State.FAILED, {"last_error": f"Local file error: {exc}"}
+    if isinstance(sha256, _FileHasher):
+        return State.DONE, {"bytes_done": row.bytes_done, "hashing": sha256}
     return State.DONE, {"sha256": sha256, "bytes_done": row.bytes_done}
 
 
@@ -870,9 +902,9 @@ def _drop_upload_source(row: Transfer) -> None:
             os.unlink(row.local_path)
 
 
-def _attempts(row: Transfer, ticker: _Ticker, session: _SiteSession | None) -> str:
+def _attempts(row: Transfer, ticker: _Ticker, session: _SiteSession | None) -> str | _FileHasher:
     """Attempt after attempt (each counted in the row; the claim counted the first) until
-    done; the file's sha256."""
+    done; the file's sha256 (or its hashing thread: ``_download``)."""
     first = True
     while True:
         try:
@@ -902,7 +934,11 @@ def _session(site: FtpSite) -> ftp.FtpSession:
     return ftp.FtpSession(ftp_config(site))
 
 
-def _download(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool) -> str:
+def _download(
+    row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool
+) -> str | _FileHasher:
+    """The file's SHA-256, or for a big file its hashing thread, still catching up: the
+    download is done once its data is checked, and the hash follows (``_finish_hashing``)."""
     if row.local_path:
         local = Path(row.local_path)
     else:
@@ -930,11 +966,13 @@ def _download(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh:
                 explanation="The downloaded file does not have the expected size.",
                 bytes_done=min(sink.size, done),
             )
-        sha256 = sink.hasher.hexdigest()
-    finally:
+        hashed = sink.hasher if sink.hasher.background else sink.hasher.hexdigest()
+    except BaseException:
         sink.close()
+        raise
+    sink.close(keep_hasher=True)
     row.bytes_done = done
-    return sha256
+    return hashed
 
 
 def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool) -> str:

@@ -1366,7 +1366,8 @@
     // ---------------------------------------------------------------- Background transfers
     // Rows of GET /api/v1/ftp/transfers/, kept live by the `transfer.progress` events that
     // events.js re-dispatches on document as `satchel:transfer.progress`.
-    const bg = { rows: new Map(), pending: new Set(), loaded: false };
+    // pending: transfers being fetched (started elsewhere) -> whether an event came meanwhile
+    const bg = { rows: new Map(), pending: new Map(), loaded: false };
     const BG_ACTIVE = new Set(["queued", "running", "paused"]);
     const KIND_LABEL = { download: "Download", upload: "Upload", copy: "Copy" };
 
@@ -1460,10 +1461,12 @@
         error.textContent = transfer.state === "cancelled" ? transfer.last_error : `${transfer.state === "failed" ? "" : "Last error: "}${transfer.last_error}`;
         nodes.push(error);
       }
-      const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+      // A re-render (a later event: progress, the hash) keeps the focus where it was.
+      const hadFocus = li.contains(document.activeElement);
+      const focused = hadFocus ? document.activeElement.dataset.action : undefined;
       li.replaceChildren(...nodes);
-      if (focused) {
-        const again = li.querySelector(`[data-action="${focused}"]`) || li.querySelector("button, a");
+      if (hadFocus) {
+        const again = (focused && li.querySelector(`[data-action="${focused}"]`)) || li.querySelector("button, a");
         if (again) again.focus();
       }
     }
@@ -1506,7 +1509,8 @@
     async function loadTransfers() {
       try {
         const page = await window.Satchel.api(`${data.transfers}?page_size=100`, { quiet: true });
-        page.results.forEach((transfer) => upsertTransfer(transfer));
+        // A row an event brought meanwhile is at least as fresh as this page of the list.
+        page.results.filter((transfer) => !bg.rows.has(transfer.id)).forEach((transfer) => upsertTransfer(transfer));
         bg.loaded = true;
       } catch (error) {
         $("bg-summary").textContent = error.message;
@@ -1654,10 +1658,19 @@
         }
         return;
       }
-      if (bg.pending.has(update.id)) return; // started elsewhere (another tab, the API)
-      bg.pending.add(update.id);
+      // Started elsewhere (another tab, the API): fetched whole, and again while events
+      // keep coming in during the fetch (the one answered may predate them).
+      if (bg.pending.has(update.id)) {
+        bg.pending.set(update.id, true);
+        return;
+      }
       try {
-        upsertTransfer(await window.Satchel.api(`${data.transfers}${update.id}/`, { quiet: true }));
+        let transfer;
+        do {
+          bg.pending.set(update.id, false);
+          transfer = await window.Satchel.api(`${data.transfers}${update.id}/`, { quiet: true });
+        } while (bg.pending.get(update.id));
+        upsertTransfer(transfer);
       } catch (error) {
         // Gone, or not ours to show.
       }

@@ -51,10 +51,12 @@ def make_site(owner, server: FTPServer, name: str = "test") -> FtpSite:
 
 
 def wait_finished(transfer_id: int, timeout: float = 60) -> Transfer:
+    """The row once finished — a done one with its sha256, which a big download gets a
+    moment after it is done."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = Transfer.objects.get(pk=transfer_id)
-        if row.state in FINISHED:
+        if row.state in FINISHED and (row.state != "done" or row.sha256):
             return row
         time.sleep(0.1)
     raise AssertionError(f"transfer {transfer_id} still {row.state} after {timeout}s")
