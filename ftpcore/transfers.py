@@ -126,23 +126,23 @@ def transfer_event(
     }
 
 
+def _progress_event(transfer: Transfer, **figures: float | None) -> dict[str, Any]:
+    return {"type": "transfer.progress", "transfer": transfer_event(transfer, **figures)}
+
+
 def _publish(transfer: Transfer, **figures: float | None) -> None:
     """From the web side (create, cancel, pause...): one event, after commit."""
-    event_publish(
-        user_id=transfer.owner_id,
-        event={"type": "transfer.progress", "transfer": transfer_event(transfer, **figures)},
-    )
+    event_publish(user_id=transfer.owner_id, event=_progress_event(transfer, **figures))
 
 
 def _publish_many(user_id: int, transfers: list[Transfer]) -> None:
     """``_publish`` for several of one user's transfers, in one message."""
-    events = [{"type": "transfer.progress", "transfer": transfer_event(t)} for t in transfers]
-    event_publish_many(user_id=user_id, events=events)
+    event_publish_many(user_id=user_id, events=[_progress_event(t) for t in transfers])
 
 
 def _announce(transfer: Transfer, **figures: float | None) -> None:
     """From a worker: the row as it is now, sent once the current transaction commits."""
-    event = {"type": "transfer.progress", "transfer": transfer_event(transfer, **figures)}
+    event = _progress_event(transfer, **figures)
     event_enqueue(user_id=transfer.owner_id, event=event, key=("transfer", transfer.pk))
 
 
@@ -646,12 +646,14 @@ def _hand_over(finished: list[Finish], *, site_id: int) -> list[Transfer]:
     for row, state, fields in finished:
         if row.pk in done:
             _finished(row, {**fields, "state": state, "finished_at": now, "heartbeat_at": now})
+    # RETURNING * comes in the table's column order; a row of NULLs when nothing was taken.
     names = [f.attname for f in Transfer._meta.concrete_fields]
-    order = [columns.index(f.column) for f in Transfer._meta.concrete_fields]
+    order = [1 + columns.index(f.column) for f in Transfer._meta.concrete_fields]
+    taken_id = 1 + columns.index("id")
     return [
-        Transfer.from_db(connection.alias, names, [result[1 + i] for i in order])
+        Transfer.from_db(connection.alias, names, [result[i] for i in order])
         for result in results
-        if result[1 + columns.index("id")] is not None
+        if result[taken_id] is not None
     ]
 
 

@@ -20,22 +20,17 @@ def event_publish(*, user_id: int, event: dict[str, Any]) -> None:
     Publishing after commit means a browser never hears of a row it cannot read yet, and a
     rolled-back change is never announced.
     """
-    transaction.on_commit(partial(_group_send, user_id, event))
+    message = {"type": "satchel.event", "event": event}
+    transaction.on_commit(partial(_group_send, user_id, message))
 
 
-def _group_send(user_id: int, event: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    async_to_sync(layer.group_send)(user_group(user_id), {"type": "satchel.event", "event": event})
+def _group_send(user_id: int, message: dict[str, Any]) -> None:
+    async_to_sync(get_channel_layer().group_send)(user_group(user_id), message)
 
 
 def event_publish_many(*, user_id: int, events: list[dict[str, Any]]) -> None:
     """``event_publish`` for several events, sent in one message of the channel layer once
     the current transaction commits (the consumer passes them on one by one)."""
     if events:
-        transaction.on_commit(partial(_group_send_many, user_id, events))
-
-
-def _group_send_many(user_id: int, events: list[dict[str, Any]]) -> None:
-    layer = get_channel_layer()
-    message = {"type": "satchel.events", "events": events}
-    async_to_sync(layer.group_send)(user_group(user_id), message)
+        message = {"type": "satchel.events", "events": events}
+        transaction.on_commit(partial(_group_send, user_id, message))
