@@ -24,11 +24,10 @@ runs twice, or a worker killed at any line, never loses or duplicates a transfer
 - A dropped connection resumes from the bytes already transferred (download: REST at the
   local file's size; upload and copy: the size of the server's ``.part`` file), a bounded
   number of attempts with backoff; then the row fails with the server's words.
-- Downloads are hashed (SHA-256) by a second thread reading the local file as the transfer
-  goes, so hashing overlaps the network on another core; a big download is done (and
-  announced) once its data is checked, and its sha256 is written when that thread has
-  caught up, before the runner goes on. An upload's file is hashed as it arrives from the
-  browser (``transfer_create``), so the worker only sends.
+- A download is hashed (SHA-256) from the local file once its data is checked; a big one
+  is marked done (and announced) first, and its sha256 is written before the runner goes
+  on. An upload's file is hashed as it arrives from the browser (``transfer_create``), so
+  the worker only sends.
 - A worker that dies leaves a running row with an old heartbeat; ``transfers_sweep_stale``
   queues it again and the next worker resumes it. A per-transfer file lock keeps an old
   worker that has not noticed yet from writing alongside the new one.
@@ -77,7 +76,7 @@ TICK_SECONDS = 0.5  # progress is written and published at most this often
 RUNNER_SECONDS = 60.0  # a runner gives its slot back after this long (fairness to others)
 PIPE_CHUNKS = 8  # copy: at most this many chunks (of <= 1 MiB) between download and upload
 HASH_CHECKPOINT = 4 * 1024 * 1024  # copy: hash snapshots so a resume re-reads <= 4 MiB
-HASH_CHUNK = 4 * 1024 * 1024  # what the hashing thread reads at a time
+HASH_INLINE_MAX = 4 * 1024 * 1024  # a bigger download is marked done before it is hashed
 BATCH_MAX = 50  # small new uploads a runner claims and stores together (_store_batch)
 STALE_ERROR = "The worker running this transfer stopped responding; it was queued again."
 
@@ -159,103 +158,33 @@ def _safe_name(name: str | None, fallback: str) -> str:
     return name if name not in ("", ".", "..") else fallback
 
 
-class _FileHasher(threading.Thread):
-    """SHA-256 of a local file from its start, computed by a second thread while the transfer
-    runs: ``os.preadv`` and hashlib release the GIL, so hashing takes the other core instead
-    of stalling the socket. It hashes up to ``size``, which ``grow`` moves on as a download
-    writes; ``hexdigest`` waits for it to catch up. A small file (``background=False``) is
-    hashed by ``hexdigest`` itself: cheaper than starting a thread."""
-
-    def __init__(self, path: Path, size: int, *, background: bool = True) -> None:
-        super().__init__(name="transfer-hash", daemon=True)
-        self.fd = os.open(path, os.O_RDONLY)
-        self.size = size
-        self.hashed = 0
-        self.digest = hashlib.sha256()
-        self.changed = threading.Condition()
-        self.ending = False
-        self.error: OSError | None = None
-        self.background = background
-        if background:
-            self.start()
-
-    def grow(self, size: int) -> None:
-        self.size = size
-        if size - self.hashed >= HASH_CHUNK:  # wake it for whole chunks only: fewer switches
-            with self.changed:
-                self.changed.notify()
-
-    def run(self) -> None:
-        view = memoryview(bytearray(min(HASH_CHUNK, max(self.size, 64 * 1024))))
-        try:
-            while True:
-                with self.changed:
-                    self.changed.wait_for(
-                        lambda: self.size - self.hashed >= len(view) or self.ending
-                    )
-                    want = min(len(view), self.size - self.hashed)
-                if want <= 0:
-                    return
-                count = os.preadv(self.fd, [view[:want]], self.hashed)
-                if count <= 0:
-                    raise OSError(f"the file ended after {self.hashed} bytes while hashing")
-                self.digest.update(view[:count])
-                self.hashed += count
-        except OSError as exc:
-            self.error = exc
-
-    def hexdigest(self) -> str:
-        """The hash of the first ``size`` bytes, once read; closes the file."""
-        if not self.background:
-            self.ending = True
-            self.run()
-        self.close()
-        if self.error is not None:
-            raise self.error
-        return self.digest.hexdigest()
-
-    def close(self) -> None:
-        """Idempotent: a second close must not close a descriptor number that another
-        thread has been given since."""
-        with self.changed:
-            self.ending = True
-            self.changed.notify()
-        if self.background:
-            self.join()
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 class _LocalSink:
-    """Where a download lands: ``os.write`` straight to the file (no second userspace copy),
-    with a hasher following behind."""
+    """Where a download lands: ``os.write`` straight to the file (no second userspace copy)."""
 
-    def __init__(self, path: Path, expected: int | None) -> None:
+    def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.size = os.fstat(self.fd).st_size
-        small = expected is not None and expected <= HASH_CHUNK
-        self.hasher = _FileHasher(path, self.size, background=not small)
 
     def write(self, data: bytes | memoryview) -> int:
         written = os.write(self.fd, data)
         self.size += written
-        self.hasher.grow(self.size)
         return written
 
     def truncate(self, size: int) -> None:
-        """Cut the file back (the remote file changed); this attempt's hash is void."""
+        """Cut the file back (the remote file changed)."""
         os.ftruncate(self.fd, size)
         self.size = size
 
-    def close(self, *, keep_hasher: bool = False) -> None:
+    def close(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if not keep_hasher:
-            self.hasher.close()
 
 
 @contextlib.contextmanager
@@ -799,24 +728,23 @@ def _run_site(row: Transfer) -> None:
 
 def _finish_hashing(finished: list[Finish]) -> list[Finish]:
     """Big downloads are done once their data is checked (226 reply and size): marked done
-    and announced now, then given their SHA-256 when the hashing thread, which hashes ~1 GiB
-    a second on a core the transfer shares, has caught up. The others are returned, to be
-    finished with the hand-over."""
+    and announced now, then hashed (SHA-256, from the page cache, ~1 GiB a second) and given
+    their sha256 before the runner goes on. Hashing while the data arrived took the CPU the
+    transfer and a local server needed (two cores), and delayed "done" by as much. The
+    others are returned, to be finished with the hand-over."""
     rest = []
     for row, state, fields in finished:
-        hasher = fields.pop("hashing", None)
-        if hasher is None:
+        local = fields.pop("hash_after", None)
+        if local is None:
             rest.append((row, state, fields))
         elif _finish(row, state, **fields):
-            _record_hash(row, hasher)
-        else:
-            hasher.close()
+            _record_hash(row, local)
     return rest
 
 
-def _record_hash(row: Transfer, hasher: _FileHasher) -> None:
+def _record_hash(row: Transfer, local: Path) -> None:
     try:
-        sha256 = hasher.hexdigest()
+        sha256 = _file_sha256(local)
     except OSError:  # the file went meanwhile (its owner deleted the transfer)
         return
     if Transfer.objects.filter(pk=row.pk, claim=row.claim, state=State.DONE).update(sha256=sha256):
@@ -893,8 +821,8 @@ def _execute(row: Transfer, session: _SiteSession | None) -> tuple[str, dict[str
         return State.FAILED, {"last_error": str(exc)}
     except OSError as exc:  # the local disk
         return State.FAILED, {"last_error": f"Local file error: {exc}"}
-    if isinstance(sha256, _FileHasher):
-        return State.DONE, {"bytes_done": row.bytes_done, "hashing": sha256}
+    if isinstance(sha256, Path):
+        return State.DONE, {"bytes_done": row.bytes_done, "hash_after": sha256}
     return State.DONE, {"sha256": sha256, "bytes_done": row.bytes_done}
 
 
@@ -904,9 +832,9 @@ def _drop_upload_source(row: Transfer) -> None:
             os.unlink(row.local_path)
 
 
-def _attempts(row: Transfer, ticker: _Ticker, session: _SiteSession | None) -> str | _FileHasher:
+def _attempts(row: Transfer, ticker: _Ticker, session: _SiteSession | None) -> str | Path:
     """Attempt after attempt (each counted in the row; the claim counted the first) until
-    done; the file's sha256 (or its hashing thread: ``_download``)."""
+    done; the file's sha256 (or, for a big download, the file to hash: ``_download``)."""
     first = True
     while True:
         try:
@@ -938,9 +866,9 @@ def _session(site: FtpSite) -> ftp.FtpSession:
 
 def _download(
     row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool
-) -> str | _FileHasher:
-    """The file's SHA-256, or for a big file its hashing thread, still catching up: the
-    download is done once its data is checked, and the hash follows (``_finish_hashing``)."""
+) -> str | Path:
+    """The file's SHA-256; for a file of more than ``HASH_INLINE_MAX`` bytes, the file to
+    hash once the download is marked done (``_finish_hashing``)."""
     if row.local_path:
         local = Path(row.local_path)
     else:
@@ -953,7 +881,7 @@ def _download(
     total = session.size(row.path)
     if total is not None and total != row.bytes_total:
         ticker.write(bytes_total=total)
-    sink = _LocalSink(local, total)
+    sink = _LocalSink(local)
     try:
         offset = sink.size
         try:
@@ -968,13 +896,10 @@ def _download(
                 explanation="The downloaded file does not have the expected size.",
                 bytes_done=min(sink.size, done),
             )
-        hashed = sink.hasher if sink.hasher.background else sink.hasher.hexdigest()
-    except BaseException:
+    finally:
         sink.close()
-        raise
-    sink.close(keep_hasher=True)
     row.bytes_done = done
-    return hashed
+    return local if done > HASH_INLINE_MAX else _file_sha256(local)
 
 
 def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: bool) -> str:
@@ -986,22 +911,16 @@ def _upload(row: Transfer, ticker: _Ticker, session: ftp.FtpSession, *, fresh: b
     size = local.stat().st_size
     if row.bytes_total != size:
         ticker.write(bytes_total=size)
-    hasher = None if row.sha256 else _FileHasher(local, size, background=size > HASH_CHUNK)
-    try:
-        with open(local, "rb", buffering=0) as source:
-            if fresh and size <= ftp.DIRECT_STORE_MAX:  # straight to its name, as store does
-                session.store(row.path, source, size=size, progress=ticker)
-                done = size
-            else:
-                offset = 0 if fresh else min(session.upload_offset(row.path), size)
-                source.seek(offset)
-                done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
-        sha256 = hasher.hexdigest() if hasher else row.sha256
-    finally:
-        if hasher:
-            hasher.close()
+    with open(local, "rb", buffering=0) as source:
+        if fresh and size <= ftp.DIRECT_STORE_MAX:  # straight to its name, as store does
+            session.store(row.path, source, size=size, progress=ticker)
+            done = size
+        else:
+            offset = 0 if fresh else min(session.upload_offset(row.path), size)
+            source.seek(offset)
+            done = session.upload(row.path, source, offset=offset, size=size, progress=ticker)
     row.bytes_done = done
-    return sha256
+    return row.sha256 or _file_sha256(local)
 
 
 class _PipeReader:

@@ -153,7 +153,7 @@ def wait_until(check, timeout: float = 60):
 
 
 def test_download_is_done_with_the_sources_sha256(celery_worker, ftp, alice, api_as):
-    data = payload(3 * MB + 7, seed=1)
+    data = payload(5 * MB + 7, seed=1)  # > HASH_INLINE_MAX: hashed once marked done
     (ftp.homes["alice"] / "big file.bin").write_bytes(data)
     site = make_site(alice, ftp)
     api = api_as(alice)
