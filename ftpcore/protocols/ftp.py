@@ -23,8 +23,8 @@ and in this module, not by patching:
   certificate;
 - transfers move through one preallocated 1 MiB buffer (``recv_into`` / ``readinto`` then
   ``sendall`` in 256 KiB slices, so progress — and a cancel — comes often even on slow
-  links; measured on par with or faster than curl over loopback, while ``sendfile`` was
-  ~15% slower against pyftpdlib); a transfer counts as done only after data EOF **and** the
+  links), except that a regular file sent over a plain data connection goes by
+  ``os.sendfile`` (a sixth of the CPU); a transfer counts as done only after data EOF **and** the
   2xx reply **and** (when SIZE works) a size check, otherwise ``FtpTransferError`` says how
   many bytes are good so the caller resumes (REST+RETR, APPE) from there; uploads go to
   ``.<name>.part-satchel`` and are renamed on success.
@@ -58,9 +58,12 @@ from __future__ import annotations
 
 import codecs
 import ftplib
+import os
 import posixpath
+import selectors
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -95,6 +98,7 @@ __all__ = [
 PART_SUFFIX = ".part-satchel"
 _BUFFER_SIZE = 1024 * 1024  # one recv_into / readinto buffer per session
 _SEND_SLICE = 256 * 1024  # sendall at most this much between progress checks
+_SENDFILE_MAX = 8 * 1024 * 1024  # os.sendfile asks for at most this much at a time
 DIRECT_STORE_MAX = 100 * 1024  # store(): larger files go through a temporary name
 LISTING_CHECK_MIN = 16  # store_all(): from this many small files, one listing checks them
 LISTING_CHECK_RATIO = 16  # ...unless the folder holds more than this many entries per file
@@ -335,11 +339,13 @@ class _ToCRLF(_FromCRLF):
 
 
 class _DataBroken(Exception):
-    """Internal: the data connection failed (wraps the OSError)."""
+    """Internal: the data connection failed (wraps the OSError) after ``sent`` bytes (an
+    upload's; downloads count their own)."""
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, sent: int = 0) -> None:
         super().__init__(str(error))
         self.error = error
+        self.sent = sent
 
 
 def _write_all(sink: BinaryIO, data: bytes | memoryview) -> None:
@@ -348,6 +354,13 @@ def _write_all(sink: BinaryIO, data: bytes | memoryview) -> None:
     while written is not None and written < len(data):
         data = memoryview(data)[written:]
         written = sink.write(data)
+
+
+def _is_regular_file(source: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return False
 
 
 def _read_into(source: BinaryIO, buffer: bytearray, want: int) -> int:
@@ -1703,41 +1716,13 @@ class FtpSession:
         conn = self._open_data(f"APPE {remote}" if offset else f"STOR {remote}")
         report(offset, force=True)
         limit = None if size is None else size - offset
-        sent = 0
         try:
-            buffer = self._buf()
-            view = memoryview(buffer)
-            encoder = _ToCRLF() if ascii else None
-            while limit is None or sent < limit:
-                want = len(buffer) if limit is None else min(len(buffer), limit - sent)
-                n = _read_into(source, buffer, want)
-                if not n:
-                    break
-                if encoder is None:
-                    for start in range(0, n, _SEND_SLICE):
-                        piece = view[start : min(n, start + _SEND_SLICE)]
-                        try:
-                            conn.sendall(piece)
-                        except OSError as exc:
-                            raise _DataBroken(exc) from exc
-                        sent += len(piece)
-                        report(offset + sent)
-                        self._keep_control_alive()
-                    continue
-                try:
-                    conn.sendall(encoder.feed(view[:n]))
-                except OSError as exc:
-                    raise _DataBroken(exc) from exc
-                sent += n
-                report(offset + sent)
-                self._keep_control_alive()
-            if encoder is not None and encoder.pending_cr:
-                try:
-                    conn.sendall(encoder.flush())
-                except OSError as exc:
-                    raise _DataBroken(exc) from exc
+            if ascii or isinstance(conn, ssl.SSLSocket) or not _is_regular_file(source):
+                sent = self._send_buffered(conn, source, limit, offset, report, ascii)
+            else:
+                sent = self._send_file(conn, source, limit, offset, report)
         except _DataBroken as broken:
-            raise self._transfer_failed(conn, broken.error, offset + sent) from None
+            raise self._transfer_failed(conn, broken.error, offset + broken.sent) from None
         except BaseException:
             self._abort_data(conn)
             raise
@@ -1750,6 +1735,87 @@ class FtpSession:
                 bytes_done=total,
             )
         return total
+
+    def _send_file(
+        self,
+        conn: socket.socket,
+        source: BinaryIO,
+        limit: int | None,
+        offset: int,
+        report: _Reporter,
+    ) -> int:
+        """A regular file over a plain data connection: the kernel copies it to the socket
+        (``os.sendfile``), for a sixth of the CPU of reading and sending it (measured: 0.06
+        against 0.35 CPU-seconds a GiB), which the server and the rest of Satchel can use.
+        The socket is non-blocking under its timeout, so each call sends what the socket
+        takes, and progress (and a cancel) comes as often as on the buffered path."""
+        position = source.tell()
+        sent = 0
+        timeout = conn.gettimeout()
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn, selectors.EVENT_WRITE)
+            while limit is None or sent < limit:
+                count = _SENDFILE_MAX if limit is None else min(_SENDFILE_MAX, limit - sent)
+                try:
+                    n = os.sendfile(conn.fileno(), source.fileno(), position + sent, count)
+                except BlockingIOError:
+                    if not selector.select(timeout):
+                        raise _DataBroken(TimeoutError("timed out"), sent) from None
+                    continue
+                except OSError as exc:
+                    raise _DataBroken(exc, sent) from exc
+                if not n:
+                    break
+                sent += n
+                report(offset + sent)
+                self._keep_control_alive()
+        source.seek(position + sent)
+        return sent
+
+    def _send_buffered(
+        self,
+        conn: socket.socket,
+        source: BinaryIO,
+        limit: int | None,
+        offset: int,
+        report: _Reporter,
+        ascii: bool,
+    ) -> int:
+        """Any other source (a stream, a TLS data connection, ASCII mode): through the
+        session's buffer, sent in ``_SEND_SLICE`` pieces."""
+        buffer = self._buf()
+        view = memoryview(buffer)
+        encoder = _ToCRLF() if ascii else None
+        sent = 0
+        while limit is None or sent < limit:
+            want = len(buffer) if limit is None else min(len(buffer), limit - sent)
+            n = _read_into(source, buffer, want)
+            if not n:
+                break
+            if encoder is None:
+                for start in range(0, n, _SEND_SLICE):
+                    piece = view[start : min(n, start + _SEND_SLICE)]
+                    try:
+                        conn.sendall(piece)
+                    except OSError as exc:
+                        raise _DataBroken(exc, sent) from exc
+                    sent += len(piece)
+                    report(offset + sent)
+                    self._keep_control_alive()
+                continue
+            try:
+                conn.sendall(encoder.feed(view[:n]))
+            except OSError as exc:
+                raise _DataBroken(exc, sent) from exc
+            sent += n
+            report(offset + sent)
+            self._keep_control_alive()
+        if encoder is not None and encoder.pending_cr:
+            try:
+                conn.sendall(encoder.flush())
+            except OSError as exc:
+                raise _DataBroken(exc, sent) from exc
+        return sent
 
     @staticmethod
     def _check_stored(stored: int | None, total: int) -> None:

@@ -16,10 +16,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from OpenSSL._util import lib as openssl_lib
-from pyftpdlib.handlers import ThrottledDTPHandler, TLS_DTPHandler
+from pyftpdlib.handlers import DTPHandler, ThrottledDTPHandler, TLS_DTPHandler
 from pyftpdlib.log import logger
 
 from ftpcore.protocols.ftp import (
@@ -197,6 +198,7 @@ def cutting(cutting_server: FTPServer) -> Iterator[FTPServer]:
     Cut.download = None
     Cut.upload = None
     Cut.stall = None
+    Cut.stall_upload = None
 
 
 @pytest.fixture(scope="module")
@@ -559,12 +561,19 @@ def test_upload_download_round_trip(ftp: FTPServer, recorder) -> None:
         assert sha(sink.getvalue()) == sha(data)
         assert seen_progress[-1] == len(data)
 
-        # From a real file (readinto straight into the session's buffer).
+        # From a real file (os.sendfile), from where it stands, with progress all along.
         local = home.parent / "local-upload.bin"
-        local.write_bytes(data)
+        local.write_bytes(b"skipped" + data)
+        seen_progress.clear()
         with local.open("rb") as source:
-            assert session.upload("/from-file.bin", source) == len(data)
+            source.seek(len(b"skipped"))
+            assert session.upload("/from-file.bin", source, progress=seen_progress.append) == len(
+                data
+            )
+            assert source.tell() == len(b"skipped") + len(data)
         assert sha((home / "from-file.bin").read_bytes()) == sha(data)
+        assert seen_progress[0] == 0 and seen_progress[-1] == len(data)
+        assert seen_progress == sorted(seen_progress)
         stream = session.iter_download("/from-file.bin")
         assert stream.size == len(data)
         assert sha(b"".join(stream)) == sha(data)
@@ -761,6 +770,42 @@ def test_progress_callback_can_cancel(ftp: FTPServer) -> None:
         session.noop()
 
 
+class _SlowReader(DTPHandler):
+    """Takes uploads in smoothly at under 64 MiB/s (pyftpdlib's throttle pauses for
+    seconds at a time)."""
+
+    def recv(self, buffer_size: int) -> bytes:
+        time.sleep(0.001)
+        return super().recv(buffer_size)
+
+
+def _reading_slowly(server: FTPServer) -> None:
+    server.handler.dtp_handler = _SlowReader
+
+
+def test_progress_callback_cancels_an_upload_sent_from_a_file(make_server, tmp_path) -> None:
+    server = make_server(_reading_slowly)
+    local = tmp_path / "f.bin"
+    local.write_bytes(payload(48 * MB))  # far more than the socket buffers hold
+    seen: list[int] = []
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done: int) -> None:
+        seen.append(done)
+        if done > 0:
+            raise Cancelled
+
+    with FtpSession(config(server)) as session:
+        with local.open("rb", buffering=0) as source, pytest.raises(Cancelled):
+            session.upload("/up.bin", source, progress=cancel)  # os.sendfile
+        assert 0 < seen[-1] < 48 * MB
+        assert session.alive
+        session.noop()
+    assert not (server.homes["alice"] / "up.bin").exists()
+
+
 def test_rename_move_mkdir_chmod_delete_tree(ftp: FTPServer) -> None:
     home = ftp.homes["alice"]
     with FtpSession(config(ftp)) as session:
@@ -900,23 +945,58 @@ def test_without_size_the_150_reply_still_allows_the_check(make_server) -> None:
         Cut.download = None
 
 
-def test_upload_cut_at_60_percent_resumes_identically(cutting: FTPServer) -> None:
+def _upload_source(kind: str, data: bytes, tmp_path: Path) -> BinaryIO:
+    """A stream goes through the session's buffer; a regular file by ``os.sendfile``."""
+    if kind == "stream":
+        return io.BytesIO(data)
+    local = tmp_path / "source.bin"
+    local.write_bytes(data)
+    return local.open("rb", buffering=0)
+
+
+@pytest.mark.parametrize("kind", ["stream", "file"])
+def test_upload_cut_at_60_percent_resumes_identically(
+    cutting: FTPServer, tmp_path: Path, kind: str
+) -> None:
     home = cutting.homes["alice"]
     data = payload(3 * MB + 11, seed=4)
-    source = io.BytesIO(data)
     Cut.upload = len(data) * 6 // 10
-    with FtpSession(config(cutting)) as session, pytest.raises(FtpTransferError):
-        session.upload("/up.bin", source)
-    assert not (home / "up.bin").exists()  # never under the final name while partial
-    with FtpSession(config(cutting)) as session:
-        offset = session.upload_offset("/up.bin")
-        assert offset == len(data) * 6 // 10
-        assert (home / f".up.bin{PART_SUFFIX}").stat().st_size == offset
-        source.seek(offset)
-        assert session.upload("/up.bin", source, offset=offset, size=len(data)) == len(data)
+    with _upload_source(kind, data, tmp_path) as source:
+        with FtpSession(config(cutting)) as session, pytest.raises(FtpTransferError):
+            session.upload("/up.bin", source)
+        assert not (home / "up.bin").exists()  # never under the final name while partial
+        with FtpSession(config(cutting)) as session:
+            offset = session.upload_offset("/up.bin")
+            assert offset == len(data) * 6 // 10
+            assert (home / f".up.bin{PART_SUFFIX}").stat().st_size == offset
+            source.seek(offset)
+            assert session.upload("/up.bin", source, offset=offset, size=len(data)) == len(data)
     assert sha((home / "up.bin").read_bytes()) == sha(data)
     assert not (home / f".up.bin{PART_SUFFIX}").exists()
     assert partial_path("/d/up.bin") == f"/d/.up.bin{PART_SUFFIX}"
+
+
+@pytest.mark.parametrize("kind", ["stream", "file"])
+def test_stalled_upload_times_out_and_resumes(
+    cutting: FTPServer, tmp_path: Path, kind: str
+) -> None:
+    # Big enough that the socket buffers fill up behind the stalled server.
+    data = payload(48 * MB, seed=15)
+    Cut.stall_upload = MB
+    started = time.monotonic()
+    with _upload_source(kind, data, tmp_path) as source:
+        with FtpSession(config(cutting, timeout=0.5)) as session:
+            with pytest.raises(FtpTransferError) as caught:
+                session.upload("/up.bin", source)
+            assert "stalled" in caught.value.reply
+            assert not session.alive  # the server never answered: the session was dropped
+        assert time.monotonic() - started < 5
+        with FtpSession(config(cutting)) as session:
+            offset = session.upload_offset("/up.bin")
+            assert MB <= offset < len(data)
+            source.seek(offset)
+            assert session.upload("/up.bin", source, offset=offset, size=len(data)) == len(data)
+    assert sha((cutting.homes["alice"] / "up.bin").read_bytes()) == sha(data)
 
 
 def test_stalled_data_connection_times_out_and_resumes(cutting: FTPServer) -> None:

@@ -150,6 +150,7 @@ class Cut:
     download: tuple[int, bool] | None = None  # (after bytes, silently with a 226)
     upload: int | None = None
     stall: int | None = None  # stop sending after N bytes, keeping the connection open
+    stall_upload: int | None = None  # stop reading after N bytes, keeping it open
 
 
 class CuttingDTP(DTPHandler):
@@ -174,6 +175,9 @@ class CuttingDTP(DTPHandler):
 
     def recv(self, buffer_size: int) -> bytes:
         chunk = super().recv(buffer_size)
+        if Cut.stall_upload is not None and self.tot_bytes_received >= Cut.stall_upload:
+            Cut.stall_upload = None
+            self.del_channel()  # reads nothing more, and says nothing
         limit = Cut.upload
         if limit is not None and self.receive and self.cmd in ("STOR", "APPE"):
             left = limit - self.tot_bytes_received
