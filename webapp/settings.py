@@ -176,10 +176,16 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# The layer waits for messages with a 5 s blocking pop (BZPOPMIN); redis-py 8 reads with a
+# 5 s timeout by default, which cut every idle consumer (and its browser's socket) every
+# 5 s. A longer read timeout still notices a Redis that is gone.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "satchel:channels"},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+            "prefix": "satchel:channels",
+        },
     }
 }
 

@@ -134,3 +134,20 @@ def test_a_workers_batch_reaches_the_browser_as_separate_events_in_order(
     alice_events, bob_events = asyncio.run(scenario())
     assert [event["n"] for event in alice_events] == [*range(1, count), "last"]
     assert bob_events == [{"type": "test.event", "n": "bob"}]
+
+
+def test_an_idle_socket_outlives_the_channel_layers_blocking_read(live_server_url, alice):
+    """The channel layer waits for messages with a 5-second blocking pop on Redis; a client
+    read timeout of 5 seconds (redis-py 8's default) crashed every idle consumer, and the
+    browser reconnected, missing what came meanwhile."""
+    token = Token.objects.create(user=alice).key
+
+    async def ping_after_idling() -> dict:
+        async with connect(_ws_url(live_server_url, token)) as socket:
+            await socket.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(socket.recv(), 5)) == {"type": "pong"}
+            await asyncio.sleep(7)  # longer than one blocking pop and its client timeout
+            await socket.send(json.dumps({"type": "ping"}))
+            return json.loads(await asyncio.wait_for(socket.recv(), 5))
+
+    assert asyncio.run(ping_after_idling()) == {"type": "pong"}
