@@ -267,20 +267,19 @@ def _keep_upload(row: Transfer, upload) -> None:
     directory = transfer_dir(owner_id=row.owner_id, transfer_id=row.pk)
     directory.mkdir(parents=True, exist_ok=True)
     local = directory / "upload"
-    digest = hashlib.sha256()
     try:
         os.link(upload.temporary_file_path(), local)
     except (AttributeError, OSError):  # in memory, or another file system
         upload.seek(0)
+        digest = hashlib.sha256()
         with open(local, "wb") as file:
             for chunk in upload.chunks(1024 * 1024):
                 file.write(chunk)
                 digest.update(chunk)
+        row.sha256 = digest.hexdigest()
     else:
-        with open(local, "rb") as file:
-            digest = hashlib.file_digest(file, "sha256")
+        row.sha256 = _file_sha256(local)
     row.local_path = str(local)
-    row.sha256 = digest.hexdigest()
 
 
 def transfer_create(
