@@ -80,7 +80,8 @@ class _SizeOnlyFile:
         self.fd = os.open(path, flags, 0o644)
         self.name = path
         self.closed = False
-        self.position = os.fstat(self.fd).st_size if "a" in mode else 0
+        self.size = os.fstat(self.fd).st_size
+        self.position = self.size if "a" in mode else 0
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self.position = offset
@@ -91,8 +92,9 @@ class _SizeOnlyFile:
 
     def write(self, data: bytes) -> int:
         self.position += len(data)
-        if self.position > os.fstat(self.fd).st_size:
+        if self.position > self.size:
             os.ftruncate(self.fd, self.position)
+            self.size = self.position
         return len(data)
 
     def close(self) -> None:
